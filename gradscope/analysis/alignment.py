@@ -1,0 +1,177 @@
+r"""Gradient-weight alignment (GWA; Hölzl et al. 2025, "Gradient-Weight Alignment").
+
+Per sample i and layer l, with W_l the layer's weights BEFORE the optimizer step:
+
+.. math::
+    a_i = \cos(-g_i, W) = \frac{-\langle g_i, W\rangle}{\|g_i\|\,\|W\|_F + 10^{-12}}
+
+from SAMPLES.weight_dot = <g_i, W> and SAMPLES.norm2 = |g_i|^2, and ||W|| the layer norm
+(sqrt of the sum of squares of LAYERS.weight_norm over the layer's parameter rows). A
+zero gradient gives a_i = 0. The model-level a_i uses the sums over layers of the dot and
+of the squared norms. The head (the layer the paper scores) is an explicit argument.
+
+Deviation from the paper: SAMPLES rows are per layer, so the head's W includes its bias
+when the recorder records the bias in the same layer row; the authors exclude the bias.
+
+Epoch score (the authors' code): mean(a) / (excess kurtosis(a) + 1.2) over every head
+score gathered during the epoch, kurtosis the biased Fisher estimator
+(scipy.stats.kurtosis defaults, computed here with numpy). The early-stop point is the
+epoch of the highest score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from gradscope.analysis.coherence import (
+    concat_rows,
+    has_columns,
+    layer_sums,
+    tidy,
+)
+from gradscope.analysis.types import Verdict
+
+GWA_EPS = 1e-12
+DENOMINATOR_GUARD = 1e-6
+DEFAULT_WINDOW = 100  # steps per "epoch" when no step -> epoch mapping is given
+
+
+def excess_kurtosis(values: np.ndarray) -> float:
+    """Biased Fisher kurtosis m4 / m2^2 - 3 (scipy.stats.kurtosis defaults); NaN if m2 = 0.
+
+    >>> excess_kurtosis(np.array([-1.0, 1.0]))
+    -2.0
+    """
+    values = np.asarray(values, dtype=np.float64)
+    centred = values - values.mean()
+    m2 = (centred**2).mean()
+    if not m2 > 0:
+        return np.nan
+    return float((centred**4).mean() / m2**2 - 3.0)
+
+
+def epoch_score(scores: np.ndarray) -> float:
+    """GWA epoch score mean(a) / (kurtosis(a) + 1.2), guarded near a zero denominator.
+
+    The denominator is 0 for a uniform distribution (excess kurtosis -1.2); when
+    |kurtosis + 1.2| < 1e-6 it is replaced by 1e-6 with its sign. NaN for fewer than two
+    scores or constant scores.
+
+    >>> round(epoch_score(np.array([0.0, 0.1, 0.1, 0.2])), 6)
+    0.5
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 2:
+        return np.nan
+    denominator = excess_kurtosis(scores) + 1.2
+    if abs(denominator) < DENOMINATOR_GUARD:
+        denominator = DENOMINATOR_GUARD if denominator >= 0 else -DENOMINATOR_GUARD
+    return float(scores.mean() / denominator)
+
+
+def sample_alignment(samples: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """a_i per (step, micro, sample, layer), plus model rows with layer "".
+
+    Columns: step, micro, sample, layer, gwa. Rows whose layer has no weight norm drop.
+    """
+    weights = layer_sums(layers)[["step", "layer", "weight_norm"]]
+    frame = samples[["step", "micro", "sample", "layer", "norm2", "weight_dot"]].merge(
+        weights, on=["step", "layer"]
+    )
+    frame = frame.assign(w2=frame["weight_norm"] ** 2)
+    by = ["step", "micro", "sample"]
+    model = frame.groupby(by, as_index=False)[["norm2", "weight_dot", "w2"]].sum()
+    model = model.assign(layer="", weight_norm=np.sqrt(model["w2"]))
+    both = pd.concat([frame, model], ignore_index=True)
+    gwa = -both["weight_dot"] / (
+        np.sqrt(both["norm2"].clip(lower=0)) * both["weight_norm"] + GWA_EPS
+    )
+    return both[by + ["layer"]].assign(gwa=gwa.to_numpy())
+
+
+def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -> pd.Series:
+    """Epoch per step: the mapping when given (unmapped steps drop as NaN), else step // window."""
+    if epochs is not None:
+        return steps.map(lambda s: epochs.get(int(s), np.nan))
+    return steps // window
+
+
+def _misaligned_rows(head: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The ``count`` lowest head scores (most misaligned samples), scope sample."""
+    worst = head.nsmallest(count, "gwa")
+    keys = (
+        worst["step"].astype(str)
+        + ":"
+        + worst["micro"].astype(str)
+        + ":"
+        + worst["sample"].astype(str)
+    )
+    return tidy(worst.assign(key=keys.to_numpy()), "misaligned", "gwa", scope="sample", key="key")
+
+
+def _epoch_rows(head: pd.DataFrame) -> pd.DataFrame:
+    """alignment.epoch_score per epoch and alignment.early_stop_epoch (step -1)."""
+    scores = head.dropna(subset=["epoch"]).groupby("epoch")["gwa"].apply(epoch_score)
+    frame = pd.DataFrame(
+        {"step": -1, "epoch": scores.index.astype(int), "value": scores.to_numpy()}
+    )
+    parts = [tidy(frame, "epoch_score", "value", scope="epoch", key="epoch")]
+    if scores.notna().any():
+        best = pd.DataFrame({"step": [-1], "value": [float(scores.idxmax())]})
+        parts.append(tidy(best, "early_stop_epoch", "value"))
+    return concat_rows(parts)
+
+
+def alignment_metrics(
+    samples: pd.DataFrame | None,
+    layers: pd.DataFrame | None,
+    *,
+    head: str | None,
+    epochs: Mapping[int, int] | None = None,
+    window: int = DEFAULT_WINDOW,
+    worst: int = 20,
+) -> pd.DataFrame:
+    """All alignment rows: gwa (per-step mean, model and layers), gwa_head, epoch_score,
+    early_stop_epoch, misaligned (the ``worst`` lowest head scores)."""
+    needed = ("step", "micro", "sample", "layer", "norm2", "weight_dot")
+    if not has_columns(samples, *needed) or not has_columns(layers, "step", "layer", "weight_norm"):
+        return concat_rows([])
+    scores = sample_alignment(samples, layers)
+    means = scores.groupby(["step", "layer"], as_index=False)["gwa"].mean()
+    parts = [
+        tidy(means[means["layer"] == ""], "gwa", "gwa"),
+        tidy(means[means["layer"] != ""], "gwa", "gwa", scope="layer", key="layer"),
+    ]
+    if head is not None and (scores["layer"] == head).any():
+        head_scores = scores[scores["layer"] == head]
+        head_scores = head_scores.assign(epoch=epochs_of(head_scores["step"], epochs, window))
+        parts.append(tidy(means[means["layer"] == head], "gwa_head", "gwa"))
+        parts += [_epoch_rows(head_scores), _misaligned_rows(head_scores, worst)]
+    return concat_rows(parts)
+
+
+def alignment_verdict(rows: pd.DataFrame, *, drop: float = 0.1) -> Verdict:
+    """Warn when the last epoch's score is below the best by more than 10% of |best|.
+
+    Hölzl et al. (2025) use the peak of the epoch score as the early-stopping point:
+    a score that has fallen from its peak says generalisation stopped improving.
+    """
+    source = "Hölzl et al. 2025 (GWA epoch score peak = early-stop point)"
+    scores = rows[rows["name"] == "epoch_score"].dropna(subset=["value"])
+    if len(scores) < 2:
+        return Verdict("alignment", "ok", "alignment: no data (fewer than 2 epochs)", source=source)
+    scores = scores.assign(epoch=scores["key"].astype(int)).sort_values("epoch")
+    best = scores.loc[scores["value"].idxmax()]
+    last = scores.iloc[-1]
+    limit = float(best["value"]) - drop * abs(float(best["value"]))
+    common = {"metric": "alignment.epoch_score", "value": float(last["value"]), "source": source}
+    if float(last["value"]) < limit:
+        summary = f"GWA epoch score peaked at epoch {best['epoch']}: consider stopping there"
+        details = (f"best {float(best['value']):.4g}, last {float(last['value']):.4g}",)
+        return Verdict("alignment", "warn", summary, threshold=limit, details=details, **common)
+    summary = f"GWA epoch score still near its best (epoch {best['epoch']})"
+    return Verdict("alignment", "ok", summary, threshold=limit, **common)

@@ -1,0 +1,221 @@
+r"""Gradient noise: the simple noise scale, Cockpit's batch-size tests, and GSNR.
+
+Derivation of the unbiased estimators (McCandlish et al. 2018, "An Empirical Model of
+Large-Batch Training", Appendix A), per-sample-loss convention. Let the m per-sample
+gradients g_i of a step be i.i.d. with mean G and covariance Sigma. Then
+
+.. math::
+    E\|g_i\|^2 = \|G\|^2 + \operatorname{tr}\Sigma, \qquad
+    E\|\textstyle\sum_i g_i\|^2 = m^2\|G\|^2 + m\operatorname{tr}\Sigma
+
+(the second: sum over i, j of E<g_i, g_j>, which is |G|^2 + tr Sigma for i = j and |G|^2
+otherwise). With S2 = sum_i |g_i|^2 (so E S2 = m|G|^2 + m tr Sigma) and S1 = |sum_i g_i|^2
+(= m^2 |G_m|^2, G_m the batch mean gradient):
+
+.. math::
+    E[S_1 - S_2] = m(m-1)\|G\|^2 \;\Rightarrow\; \widehat{\|G\|^2} = \frac{S_1-S_2}{m(m-1)}
+
+    E[m S_2 - S_1] = m(m-1)\operatorname{tr}\Sigma \;\Rightarrow\;
+    \widehat{\operatorname{tr}\Sigma} = \frac{S_2 - S_1/m}{m-1}
+
+These are McCandlish's |G|^2 and S estimators with B_small = 1 and B_big = m. Both are
+unbiased, but their ratio is not, so B_simple = tr Sigma / |G|^2 is smoothed as
+EMA(tr Sigma) / EMA(|G|^2), the two averaged separately as McCandlish recommends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gradscope.analysis.coherence import (
+    EPS,
+    ROW_COLUMNS,
+    concat_rows,
+    grams,
+    has_columns,
+    scope_of,
+    step_moments,
+    tidy,
+)
+from gradscope.analysis.types import Verdict
+
+
+def noise_estimates(s1: np.ndarray, s2: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Unbiased (|G|^2, tr Sigma) from S1, S2 over m samples; NaN when m < 2.
+
+    >>> g2, trace = noise_estimates(np.array([10.0]), np.array([6.0]), np.array([2]))
+    >>> float(g2[0]), float(trace[0])
+    (2.0, 1.0)
+    """
+    s1, s2, m = (np.asarray(x, dtype=np.float64) for x in (s1, s2, m))
+    pairs = np.where(m > 1, m * (m - 1), np.nan)
+    return (s1 - s2) / pairs, (m * s2 - s1) / pairs
+
+
+def ema(values: np.ndarray, decay: float) -> np.ndarray:
+    """Bias-corrected exponential moving average; NaN inputs are skipped (carried over).
+
+    >>> ema(np.array([1.0, np.nan, 3.0]), 0.5).round(4).tolist()
+    [1.0, 1.0, 2.3333]
+    """
+    out = np.full(len(values), np.nan)
+    average, weight = 0.0, 0.0
+    for index, value in enumerate(np.asarray(values, dtype=np.float64)):
+        if np.isfinite(value):
+            average = decay * average + (1.0 - decay) * value
+            weight = decay * weight + (1.0 - decay)
+        out[index] = average / weight if weight > 0 else np.nan
+    return out
+
+
+def b_simple(trace: np.ndarray, g2: np.ndarray) -> np.ndarray:
+    """tr Sigma / |G|^2; NaN where the |G|^2 estimate is <= 0 (noise swamps the signal)."""
+    trace, g2 = np.asarray(trace, dtype=np.float64), np.asarray(g2, dtype=np.float64)
+    return np.where(g2 > 0, trace / np.where(g2 > 0, g2, 1.0), np.nan)
+
+
+def noise_scale_rows(moments: pd.DataFrame, *, decay: float = 0.9) -> pd.DataFrame:
+    """noise.b_simple (EMA-smoothed), noise.b_simple_raw, noise.batch_size per layer and model."""
+    parts = []
+    for layer, block in moments.sort_values("step").groupby("layer", sort=True):
+        g2, trace = noise_estimates(block["s1"], block["s2"], block["m"])
+        frame = block.assign(
+            b_simple=b_simple(ema(trace, decay), ema(g2, decay)),
+            b_simple_raw=b_simple(trace, g2),
+            batch_size=block["m"].astype(float),
+        )
+        key = None if layer == "" else "layer"
+        for name in ("b_simple", "b_simple_raw") + (("batch_size",) if layer == "" else ()):
+            parts.append(tidy(frame, name, name, scope=scope_of(str(layer)), key=key))
+    return concat_rows(parts)
+
+
+def cockpit_tests(matrix: np.ndarray) -> dict[str, float]:
+    r"""Norm, inner-product and orthogonality tests from a B x B Gram (Cockpit).
+
+    With g_bar = (1/B) sum_i g_i, |g_bar|^2 = sum(K)/B^2, <g_i, g_bar> = (K 1)_i / B:
+
+    .. math::
+        \text{norm} = \sqrt{\frac{\sum_i\|g_i-\bar g\|^2}{(B-1)\,B\,\|\bar g\|^2}}\quad
+        \text{(Byrd et al. 2012, eq. 3.9)}
+
+        \text{inner} = \sqrt{\frac{\sum_i\langle g_i,\bar g\rangle^2 - B\|\bar g\|^4}
+        {(B-1)\,B\,\|\bar g\|^4}}\quad\text{(Bollapragada et al. 2018, eq. 2.6)}
+
+        \text{ortho} = \sqrt{\frac{\sum_i\|g_i\|^2-\sum_i\langle g_i,\bar g\rangle^2/\|\bar g\|^2}
+        {(B-1)\,B\,\|\bar g\|^2}}\quad\text{(same, eq. 3.3)}
+
+    Each is the largest theta (nu) for which the test passes, as Cockpit (Schneider et
+    al. 2021) reports it; a value above about 1 says the batch is too small for the
+    gradient's direction to be trusted. NaN when B < 2 or |g_bar|^2 <= 1e-12.
+
+    >>> cockpit_tests(np.ones((3, 3)))  # identical gradients: no variance
+    {'norm_test': 0.0, 'inner_product_test': 0.0, 'orthogonality_test': 0.0}
+    """
+    size = matrix.shape[0]
+    mean2 = matrix.sum() / size**2
+    if size < 2 or mean2 <= EPS:
+        return dict.fromkeys(("norm_test", "inner_product_test", "orthogonality_test"), np.nan)
+    projections = matrix.sum(axis=1) / size
+    scale = (size - 1) * size
+    variance = np.trace(matrix) - size * mean2
+    inner = (projections**2).sum() - size * mean2**2
+    ortho = np.trace(matrix) - (projections**2).sum() / mean2
+    root = lambda x: float(np.sqrt(max(x, 0.0)))  # noqa: E731  (round-off can go below 0)
+    return {
+        "norm_test": root(variance / (scale * mean2)),
+        "inner_product_test": root(inner / (scale * mean2**2)),
+        "orthogonality_test": root(ortho / (scale * mean2)),
+    }
+
+
+def cockpit_rows(gram: pd.DataFrame) -> pd.DataFrame:
+    """The three tests per (step, layer) and model, averaged over the step's micro-batches."""
+    records = [
+        (step, name, scope_of(layer), layer, value)
+        for by_layer in (False, True)
+        for step, _micro, layer, matrix in grams(gram, by_layer=by_layer)
+        for name, value in cockpit_tests(matrix).items()
+    ]
+    frame = pd.DataFrame(records, columns=list(ROW_COLUMNS))
+    return frame.groupby(list(ROW_COLUMNS[:4]), as_index=False, sort=False)["value"].mean()
+
+
+def gsnr(sketches: np.ndarray) -> float:
+    r"""Mean GSNR over sketch coordinates, an estimate of Liu et al. (2020)'s GSNR.
+
+    For sketches s_i (B x k, one row per sample) and coordinate j:
+    GSNR_j = mean_i(s_ij)^2 / var_i(s_ij) (unbiased variance, ddof = 1); the result is
+    the mean over coordinates with var > 1e-12 (NaN when none or B < 2). Sketch
+    coordinates are random projections of the gradient, so this estimates the GSNR of
+    random directions, not the per-parameter GSNR of the paper.
+
+    >>> gsnr(np.array([[1.0, 0.0], [3.0, 2.0]]))
+    1.25
+    """
+    if sketches.shape[0] < 2:
+        return np.nan
+    variance = sketches.var(axis=0, ddof=1)
+    keep = variance > EPS
+    if not keep.any():
+        return np.nan
+    return float((sketches.mean(axis=0)[keep] ** 2 / variance[keep]).mean())
+
+
+def gsnr_rows(samples: pd.DataFrame) -> pd.DataFrame:
+    """noise.gsnr per (step, layer) from the SAMPLES sketch column (rows with a sketch)."""
+    usable = samples[samples["sketch"].map(lambda s: s is not None and len(s) > 0)]
+    records = []
+    for (step, layer), block in usable.groupby(["step", "layer"], sort=True):
+        lengths = block["sketch"].map(len)
+        if lengths.nunique() == 1:
+            matrix = np.stack(block["sketch"].map(np.asarray).to_list()).astype(np.float64)
+            records.append((step, "gsnr", "layer", layer, gsnr(matrix)))
+    return pd.DataFrame(records, columns=list(ROW_COLUMNS))
+
+
+def noise_metrics(
+    layers: pd.DataFrame | None,
+    samples: pd.DataFrame | None,
+    gram: pd.DataFrame | None,
+    *,
+    decay: float = 0.9,
+) -> pd.DataFrame:
+    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows."""
+    moments = step_moments(layers, samples, gram)
+    parts = [noise_scale_rows(moments, decay=decay)] if len(moments) else []
+    if has_columns(gram, "step", "micro", "layer", "size", "values"):
+        parts.append(cockpit_rows(gram))
+    if has_columns(samples, "step", "layer", "sketch"):
+        parts.append(gsnr_rows(samples))
+    return concat_rows(parts)
+
+
+def noise_verdict(rows: pd.DataFrame, *, factor: float = 10.0) -> Verdict:
+    """Batch size m against the smoothed B_simple (median over the later half of steps).
+
+    McCandlish et al. (2018): the critical batch B_crit ~ B_simple balances steps and
+    compute. m > 10 B_simple: more samples barely shorten training (each step's gradient
+    is already nearly exact), so most of the compute is wasted; m < B_simple / 10: the
+    step is noise-dominated, a larger batch would cut the steps needed almost linearly.
+    The factor 10 leaves room for B_simple's approximation of B_crit (exact only for a
+    well-conditioned Hessian) and for its noise.
+    """
+    source = "McCandlish et al. 2018 (batch size vs B_simple)"
+    model = rows[rows["scope"] == "model"]
+    series = model[model["name"] == "b_simple"].dropna(subset=["value"]).sort_values("step")
+    sizes = model[model["name"] == "batch_size"]["value"].dropna()
+    if not len(series) or not len(sizes):
+        return Verdict("noise", "ok", "noise: no data (S1/S2 not recorded)", source=source)
+    scale = float(series.iloc[len(series) // 2 :]["value"].median())
+    batch = float(sizes.median())
+    common = {"metric": "noise.b_simple", "value": scale, "source": source}
+    if batch > factor * scale:
+        summary = f"batch {batch:.0f} > {factor:g} x B_simple {scale:.3g}: compute wasted"
+        return Verdict("noise", "warn", summary, threshold=factor * scale, **common)
+    if batch < scale / factor:
+        summary = f"batch {batch:.0f} < B_simple {scale:.3g} / {factor:g}: noise-dominated steps"
+        return Verdict("noise", "warn", summary, threshold=scale / factor, **common)
+    summary = f"batch {batch:.0f} within 10x of B_simple {scale:.3g}"
+    return Verdict("noise", "ok", summary, threshold=factor * scale, **common)

@@ -1,0 +1,228 @@
+"""Training stability from per-step scalars: spikes, dead / vanishing / exploding layers,
+update-to-weight ratios, distance from init, oscillation and non-finite values.
+
+Inputs: STEPS (loss, grad_norm) and LAYERS (grad_norm, weight_norm, update_norm,
+init_distance, nonfinite), reduced to one row per (step, layer) by ``layer_sums``.
+Oscillation as cos(update_t, update_{t-1}) needs the update vectors, which are not
+recorded; the sign-flip rate of consecutive loss deltas stands in for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
+from gradscope.analysis.types import Level, Verdict
+
+MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
+SPIKE_Z = 6.0  # robust z above which a value is a spike
+WINDOW = 20  # trailing steps for the rolling median / MAD and the flip rate
+UPDATE_RATIO_BAND = (1e-4, 1e-2)  # one decade either side of Karpathy's ~1e-3
+RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
+VANISH, EXPLODE = 1e-3, 1e3  # layer grad norm relative to the step's median layer
+
+
+def robust_z(values: pd.Series, window: int = WINDOW, min_periods: int = 5) -> pd.Series:
+    r"""Robust z-score of each value against the PREVIOUS ``window`` values.
+
+    .. math::
+        z_t = \frac{x_t - \operatorname{med}_{t-w..t-1}}
+        {\max(1.4826\,\operatorname{MAD}_{t-w..t-1},\ 0.01\,|\operatorname{med}|) + 10^{-12}}
+
+    NaN until ``min_periods`` previous values exist (NaN values in the window are
+    skipped). The 1% floor keeps a flat history (MAD 0) from turning any small change
+    into a spike: after a flat loss a jump must exceed 6% of its level to count.
+
+    >>> robust_z(pd.Series([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 9.0])).round(2).tolist()[-1]
+    10.12
+    """
+    history = values.shift(1).rolling(window, min_periods=min_periods)
+    median = history.median()
+    mad = (
+        values.shift(1)
+        .rolling(window, min_periods=min_periods)
+        .apply(lambda x: np.nanmedian(np.abs(x - np.nanmedian(x))), raw=True)
+    )
+    scale = np.maximum(MAD_SCALE * mad, RELATIVE_FLOOR * median.abs()) + EPS
+    return (values - median) / scale
+
+
+def running_max_ratio(values: pd.Series) -> pd.Series:
+    """x_t / max(x_0..x_{t-1}); NaN for the first value or a zero running max."""
+    previous = values.shift(1).cummax()
+    return values / previous.where(previous > 0)
+
+
+def flip_rate(loss: pd.Series, window: int = WINDOW) -> pd.Series:
+    """Fraction of sign flips between consecutive loss deltas over the last ``window``.
+
+    About 0.5 for noisy descent, near 1 when the loss zig-zags step by step.
+
+    >>> flip_rate(pd.Series([1.0, 2.0, 1.0, 2.0, 1.0]), window=3).tolist()[-1]
+    1.0
+    """
+    sign = np.sign(loss.diff())
+    flips = (sign * sign.shift(1) < 0).astype(float).where(sign.shift(1).notna())
+    return flips.rolling(window, min_periods=2).mean()
+
+
+def _step_rows(steps: pd.DataFrame) -> list[pd.DataFrame]:
+    """loss, loss_spike_z, grad_norm, grad_norm_spike_z, grad_norm_max_ratio, loss_flip_rate."""
+    frame = steps.sort_values("step").drop_duplicates("step").reset_index(drop=True)
+    parts = []
+    if "loss" in frame:
+        loss = frame["loss"].astype(float)
+        frame = frame.assign(
+            loss_spike_z=robust_z(loss), loss_flip_rate=flip_rate(loss), loss_value=loss
+        )
+        parts += [tidy(frame, "loss", "loss_value"), tidy(frame, "loss_spike_z", "loss_spike_z")]
+        parts.append(tidy(frame, "loss_flip_rate", "loss_flip_rate"))
+    if "grad_norm" in frame:
+        norm = frame["grad_norm"].astype(float)
+        frame = frame.assign(z=robust_z(norm), ratio=running_max_ratio(norm), norm=norm)
+        parts += [tidy(frame, "grad_norm", "norm"), tidy(frame, "grad_norm_spike_z", "z")]
+        parts.append(tidy(frame, "grad_norm_max_ratio", "ratio"))
+    return parts
+
+
+def _layer_rows(per_layer: pd.DataFrame) -> list[pd.DataFrame]:
+    """Per-layer grad_norm, grad_norm_rel, update_ratio, init_distance, dead, frozen."""
+    frame = per_layer.copy()
+    parts = []
+    if "grad_norm" in frame:
+        median = frame.groupby("step")["grad_norm"].transform("median")
+        frame["grad_norm_rel"] = frame["grad_norm"] / median.where(median > 0)
+        frame["dead"] = (frame["grad_norm"] == 0).astype(float)
+        parts += [
+            tidy(frame, n, n, scope="layer", key="layer") for n in ("grad_norm", "grad_norm_rel")
+        ]
+        parts.append(tidy(frame[frame["dead"] > 0], "dead", "dead", scope="layer", key="layer"))
+    if {"update_norm", "weight_norm"} <= set(frame):
+        frame["update_ratio"] = frame["update_norm"] / frame["weight_norm"].clip(lower=EPS)
+        frozen = (frame["update_norm"] == 0) & (frame.get("grad_norm", 1.0) != 0)
+        frame["frozen"] = frozen.astype(float)
+        parts.append(tidy(frame, "update_ratio", "update_ratio", scope="layer", key="layer"))
+        parts.append(tidy(frame[frozen], "frozen", "frozen", scope="layer", key="layer"))
+    if "init_distance" in frame:
+        parts.append(tidy(frame, "init_distance", "init_distance", scope="layer", key="layer"))
+        model = frame.groupby("step", as_index=False)["init_distance"].apply(
+            lambda d: float(np.sqrt((d**2).sum()))
+        )
+        parts.append(tidy(model, "init_distance", "init_distance"))
+        parts.append(_log_slope(model))
+    return parts
+
+
+def _log_slope(model: pd.DataFrame) -> pd.DataFrame:
+    """Least-squares slope of the model's init distance against log(step + 1), step -1.
+
+    Hoffer et al. 2017 ("Train longer, generalize better"): |W_t - W_0| grows like log t
+    for a random walk on a random potential, so a steady slope is the normal regime.
+    """
+    usable = model.dropna(subset=["init_distance"])
+    if len(usable) < 3:
+        return concat_rows([])
+    slope = np.polyfit(np.log1p(usable["step"].to_numpy(float)), usable["init_distance"], 1)[0]
+    return tidy(pd.DataFrame({"step": [-1], "v": [slope]}), "init_distance_log_slope", "v")
+
+
+def _nonfinite_rows(steps: pd.DataFrame | None, per_layer: pd.DataFrame) -> pd.DataFrame:
+    """stability.nonfinite per step: layers with inf/nan gradients + 1 for a non-finite loss."""
+    counts = []
+    if "nonfinite" in per_layer:
+        counts.append(per_layer.groupby("step")["nonfinite"].sum().astype(float))
+    if has_columns(steps, "step", "loss"):
+        bad = ~np.isfinite(steps["loss"].astype(float))
+        counts.append(bad.groupby(steps["step"]).any().astype(float))
+    if not counts:
+        return concat_rows([])
+    total = pd.concat(counts, axis=1).fillna(0.0).sum(axis=1).rename("value").reset_index()
+    return tidy(total.rename(columns={"index": "step"}), "nonfinite", "value")
+
+
+def stability_metrics(steps: pd.DataFrame | None, layers: pd.DataFrame | None) -> pd.DataFrame:
+    """All stability rows (step, name, scope, key, value); missing inputs give fewer rows."""
+    parts = _step_rows(steps) if has_columns(steps, "step") else []
+    per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
+    if len(per_layer):
+        parts += _layer_rows(per_layer)
+    parts.append(_nonfinite_rows(steps, per_layer))
+    return concat_rows(parts)
+
+
+def _select(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    return rows[rows["name"] == name].dropna(subset=["value"])
+
+
+def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, tuple[int, ...]]]:
+    """(level, text, metric, value, threshold, steps) for every rule that fires."""
+    found: list[tuple[Level, str, str, float, float, tuple[int, ...]]] = []
+    bad = _select(rows, "nonfinite").query("value > 0")
+    if len(bad):
+        steps = tuple(int(s) for s in bad["step"])
+        found.append(
+            ("alert", "non-finite loss/gradients", "nonfinite", bad["value"].max(), 0, steps)
+        )
+    for name, label in (("loss_spike_z", "loss spikes"), ("grad_norm_spike_z", "grad-norm spikes")):
+        spikes = _select(rows, name).query(f"value > {SPIKE_Z}")
+        if len(spikes):
+            steps = tuple(int(s) for s in spikes["step"])
+            found.append(("warn", label, name, spikes["value"].max(), SPIKE_Z, steps))
+    for name, label in (("dead", "dead layer"), ("frozen", "frozen layer")):
+        flagged = _select(rows, name)
+        for layer, block in flagged.groupby("key"):
+            if len(block) >= 2:
+                steps = tuple(int(s) for s in block["step"])
+                found.append(("warn", f"{label} {layer}", name, 0.0, 0.0, steps))
+    relative = _select(rows, "grad_norm_rel").groupby("key")["value"].median()
+    for layer, value in relative.items():
+        if value < VANISH or value > EXPLODE:
+            label, limit = ("vanishing", VANISH) if value < VANISH else ("exploding", EXPLODE)
+            found.append(
+                ("warn", f"{label} gradients in {layer}", "grad_norm_rel", value, limit, ())
+            )
+    ratios = _select(rows, "update_ratio").groupby("key")["value"].median()
+    low, high = UPDATE_RATIO_BAND
+    for layer, value in ratios.items():
+        if 0 < value < low or value > high:
+            limit = low if value < low else high
+            found.append(
+                ("warn", f"update/weight ratio of {layer}", "update_ratio", value, limit, ())
+            )
+    return found
+
+
+def stability_verdict(rows: pd.DataFrame) -> Verdict:
+    """alert: any non-finite loss or gradient. warn: a loss or grad-norm spike (robust z > 6
+    against the previous 20 steps), a layer with exactly zero gradient (dead) or zero update
+    (frozen) on 2+ recorded steps, a layer whose median grad norm is < 1e-3 or > 1e3 times
+    the median layer's (Pascanu et al. 2013), or a median update/weight ratio outside
+    [1e-4, 1e-2] (Karpathy's ~1e-3 rule of thumb, as Cockpit's update-size instrument).
+    """
+    source = "robust z > 6; Pascanu 2013; Karpathy update ratio ~1e-3"
+    if not len(rows):
+        return Verdict("stability", "ok", "stability: no data (not recorded)", source=source)
+    found = _findings(rows)
+    if not found:
+        return Verdict(
+            "stability", "ok", "no spikes, non-finite values or dead layers", source=source
+        )
+    found.sort(key=lambda f: f[0] != "alert")
+    level, text, name, value, limit, steps = found[0]
+    shown = ", ".join(str(s) for s in steps[:8])
+    summary = f"{text} at steps {shown}" if steps else text
+    details = tuple(
+        f"{f[0]}: {f[1]}" + (f" at steps {list(f[5][:8])}" if f[5] else "") for f in found
+    )
+    return Verdict(
+        "stability",
+        level,
+        summary,
+        metric=f"stability.{name}",
+        value=float(value),
+        threshold=float(limit),
+        steps=steps,
+        source=source,
+        details=details,
+    )
