@@ -87,9 +87,7 @@ def sample_alignment(samples: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFram
     model = frame.groupby(by, as_index=False)[["norm2", "weight_dot", "w2"]].sum()
     model = model.assign(layer="", weight_norm=np.sqrt(model["w2"]))
     both = pd.concat([frame, model], ignore_index=True)
-    gwa = -both["weight_dot"] / (
-        np.sqrt(both["norm2"].clip(lower=0)) * both["weight_norm"] + GWA_EPS
-    )
+    gwa = -both["weight_dot"] / (np.sqrt(both["norm2"].clip(lower=0)) * both["weight_norm"] + GWA_EPS)
     return both[by + ["layer"]].assign(gwa=gwa.to_numpy())
 
 
@@ -103,22 +101,14 @@ def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -
 def _misaligned_rows(head: pd.DataFrame, count: int) -> pd.DataFrame:
     """The ``count`` lowest head scores (most misaligned samples), scope sample."""
     worst = head.nsmallest(count, "gwa")
-    keys = (
-        worst["step"].astype(str)
-        + ":"
-        + worst["micro"].astype(str)
-        + ":"
-        + worst["sample"].astype(str)
-    )
+    keys = worst["step"].astype(str) + ":" + worst["micro"].astype(str) + ":" + worst["sample"].astype(str)
     return tidy(worst.assign(key=keys.to_numpy()), "misaligned", "gwa", scope="sample", key="key")
 
 
 def _epoch_rows(head: pd.DataFrame) -> pd.DataFrame:
     """alignment.epoch_score per epoch and alignment.early_stop_epoch (step -1)."""
     scores = head.dropna(subset=["epoch"]).groupby("epoch")["gwa"].apply(epoch_score)
-    frame = pd.DataFrame(
-        {"step": -1, "epoch": scores.index.astype(int), "value": scores.to_numpy()}
-    )
+    frame = pd.DataFrame({"step": -1, "epoch": scores.index.astype(int), "value": scores.to_numpy()})
     parts = [tidy(frame, "epoch_score", "value", scope="epoch", key="epoch")]
     if scores.notna().any():
         best = pd.DataFrame({"step": [-1], "value": [float(scores.idxmax())]})

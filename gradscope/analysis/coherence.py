@@ -92,9 +92,7 @@ def _gram_moments(gram: pd.DataFrame) -> pd.DataFrame:
     """S1 = sum(K), S2 = trace(K), m = B from the first micro-batch of each step."""
     first = gram[gram["micro"] == gram.groupby("step")["micro"].transform("min")]
     rows = []
-    for step, layer, size, values in first[["step", "layer", "size", "values"]].itertuples(
-        index=False
-    ):
+    for step, layer, size, values in first[["step", "layer", "size", "values"]].itertuples(index=False):
         matrix = np.asarray(values, dtype=np.float64).reshape(size, size)
         rows.append((step, layer, matrix.sum(), np.trace(matrix), size))
     return pd.DataFrame(rows, columns=["step", "layer", "s1", "s2", "m"])
@@ -260,9 +258,7 @@ def _sample_groups(samples: pd.DataFrame | None) -> dict[tuple[int, int], np.nda
     """(step, micro) -> group label per sample index, when any label is set."""
     if not has_columns(samples, "step", "micro", "sample", "group"):
         return {}
-    labels = samples[["step", "micro", "sample", "group"]].drop_duplicates(
-        ["step", "micro", "sample"]
-    )
+    labels = samples[["step", "micro", "sample", "group"]].drop_duplicates(["step", "micro", "sample"])
     if not (labels["group"] >= 0).any():
         return {}
     return {
@@ -334,9 +330,7 @@ def coherence_verdict(rows: pd.DataFrame, *, threshold: float = 1.1) -> Verdict:
     sampling noise of S1/S2.
     """
     source = "Chatterjee & Zielinski 2022 (m-coherence vs 1)"
-    values = rows[(rows["name"] == "m_coherence") & (rows["scope"] == "model")].dropna(
-        subset=["value"]
-    )
+    values = rows[(rows["name"] == "m_coherence") & (rows["scope"] == "model")].dropna(subset=["value"])
     if not len(values):
         return Verdict("coherence", "ok", "coherence: no data (not recorded)", source=source)
     values = values.sort_values("step")

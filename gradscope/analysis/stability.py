@@ -73,9 +73,7 @@ def _step_rows(steps: pd.DataFrame) -> list[pd.DataFrame]:
     parts = []
     if "loss" in frame:
         loss = frame["loss"].astype(float)
-        frame = frame.assign(
-            loss_spike_z=robust_z(loss), loss_flip_rate=flip_rate(loss), loss_value=loss
-        )
+        frame = frame.assign(loss_spike_z=robust_z(loss), loss_flip_rate=flip_rate(loss), loss_value=loss)
         parts += [tidy(frame, "loss", "loss_value"), tidy(frame, "loss_spike_z", "loss_spike_z")]
         parts.append(tidy(frame, "loss_flip_rate", "loss_flip_rate"))
     if "grad_norm" in frame:
@@ -94,9 +92,7 @@ def _layer_rows(per_layer: pd.DataFrame) -> list[pd.DataFrame]:
         median = frame.groupby("step")["grad_norm"].transform("median")
         frame["grad_norm_rel"] = frame["grad_norm"] / median.where(median > 0)
         frame["dead"] = (frame["grad_norm"] == 0).astype(float)
-        parts += [
-            tidy(frame, n, n, scope="layer", key="layer") for n in ("grad_norm", "grad_norm_rel")
-        ]
+        parts += [tidy(frame, n, n, scope="layer", key="layer") for n in ("grad_norm", "grad_norm_rel")]
         parts.append(tidy(frame[frame["dead"] > 0], "dead", "dead", scope="layer", key="layer"))
     if {"update_norm", "weight_norm"} <= set(frame):
         frame["update_ratio"] = frame["update_norm"] / frame["weight_norm"].clip(lower=EPS)
@@ -161,9 +157,7 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
     bad = _select(rows, "nonfinite").query("value > 0")
     if len(bad):
         steps = tuple(int(s) for s in bad["step"])
-        found.append(
-            ("alert", "non-finite loss/gradients", "nonfinite", bad["value"].max(), 0, steps)
-        )
+        found.append(("alert", "non-finite loss/gradients", "nonfinite", bad["value"].max(), 0, steps))
     for name, label in (("loss_spike_z", "loss spikes"), ("grad_norm_spike_z", "grad-norm spikes")):
         spikes = _select(rows, name).query(f"value > {SPIKE_Z}")
         if len(spikes):
@@ -179,17 +173,13 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
     for layer, value in relative.items():
         if value < VANISH or value > EXPLODE:
             label, limit = ("vanishing", VANISH) if value < VANISH else ("exploding", EXPLODE)
-            found.append(
-                ("warn", f"{label} gradients in {layer}", "grad_norm_rel", value, limit, ())
-            )
+            found.append(("warn", f"{label} gradients in {layer}", "grad_norm_rel", value, limit, ()))
     ratios = _select(rows, "update_ratio").groupby("key")["value"].median()
     low, high = UPDATE_RATIO_BAND
     for layer, value in ratios.items():
         if 0 < value < low or value > high:
             limit = low if value < low else high
-            found.append(
-                ("warn", f"update/weight ratio of {layer}", "update_ratio", value, limit, ())
-            )
+            found.append(("warn", f"update/weight ratio of {layer}", "update_ratio", value, limit, ()))
     return found
 
 
@@ -205,16 +195,12 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
         return Verdict("stability", "ok", "stability: no data (not recorded)", source=source)
     found = _findings(rows)
     if not found:
-        return Verdict(
-            "stability", "ok", "no spikes, non-finite values or dead layers", source=source
-        )
+        return Verdict("stability", "ok", "no spikes, non-finite values or dead layers", source=source)
     found.sort(key=lambda f: f[0] != "alert")
     level, text, name, value, limit, steps = found[0]
     shown = ", ".join(str(s) for s in steps[:8])
     summary = f"{text} at steps {shown}" if steps else text
-    details = tuple(
-        f"{f[0]}: {f[1]}" + (f" at steps {list(f[5][:8])}" if f[5] else "") for f in found
-    )
+    details = tuple(f"{f[0]}: {f[1]}" + (f" at steps {list(f[5][:8])}" if f[5] else "") for f in found)
     return Verdict(
         "stability",
         level,

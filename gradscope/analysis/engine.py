@@ -1,0 +1,105 @@
+"""The analysis engine: run tables in, one tidy metrics table and one verdict per family out.
+
+``analyze`` is pure: it reads the DataFrames it is handed (columns of the Arrow schemas in
+gradscope/store/schema.py; any table or column may be missing) and never imports torch.
+Multi-rank runs: only the lowest rank present is analysed (per-rank tables repeat the
+model; their samples differ). Streaming over shards is the reader's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alignment_verdict
+from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
+from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
+from gradscope.analysis.noise import noise_metrics, noise_verdict
+from gradscope.analysis.stability import stability_metrics, stability_verdict
+from gradscope.analysis.types import FAMILIES, METRIC_COLUMNS, Verdict
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the renderers and ``check`` need: the metrics table and the verdicts."""
+
+    metrics: pd.DataFrame  # columns METRIC_COLUMNS
+    verdicts: tuple[Verdict, ...]  # one per family, in FAMILIES order
+
+
+def _lowest_rank(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    if frame is None or "rank" not in frame.columns or not len(frame):
+        return frame
+    return frame[frame["rank"] == frame["rank"].min()]
+
+
+def head_layer(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> str | None:
+    """The output head: meta["head"], else the last entry of meta["layers"] (names or
+    dicts with "name"), else the last layer of the first recorded step in LAYERS order."""
+    if meta.get("head"):
+        return str(meta["head"])
+    table = meta.get("layers")
+    if table:
+        last = table[-1]
+        return str(last["name"] if isinstance(last, Mapping) else last)
+    if layers is None or "layer" not in layers.columns or not len(layers):
+        return None
+    first = layers[layers["step"] == layers["step"].min()] if "step" in layers else layers
+    return str(first["layer"].drop_duplicates().iloc[-1])
+
+
+def _epochs(meta: Mapping[str, Any]) -> Mapping[int, int] | None:
+    epochs = meta.get("epochs")
+    return {int(k): int(v) for k, v in epochs.items()} if epochs else None
+
+
+def _families(
+    tables: Mapping[str, pd.DataFrame | None], meta: Mapping[str, Any]
+) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
+    steps, layers, samples = tables.get("steps"), tables.get("layers"), tables.get("samples")
+    gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
+    window = int(meta.get("steps_per_epoch") or DEFAULT_WINDOW)
+    return {
+        "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, samples), conflict_verdict),
+        "coherence": (lambda: coherence_metrics(layers, samples, gram), coherence_verdict),
+        "alignment": (
+            lambda: alignment_metrics(
+                samples, layers, head=head_layer(layers, meta), epochs=_epochs(meta), window=window
+            ),
+            alignment_verdict,
+        ),
+        "noise": (lambda: noise_metrics(layers, samples, gram), noise_verdict),
+        "stability": (lambda: stability_metrics(steps, layers), stability_verdict),
+    }
+
+
+def analyze(
+    tables: Mapping[str, pd.DataFrame], *, run: str = "", meta: Mapping[str, Any] | None = None
+) -> Analysis:
+    """Compute every metric family and its verdict.
+
+    ``tables`` maps "steps", "layers", "samples", "gram", "tasks", "task_samples" to
+    DataFrames (any may be missing). ``meta`` (meta.json) may give "head" (the output
+    layer for GWA), "layers" (the layer table, in model order), "epochs" (step -> epoch)
+    and "steps_per_epoch" (window when no mapping; default 100). A family whose inputs are
+    missing yields no rows and an "ok" verdict whose summary says "no data"; a family
+    whose inputs are malformed yields a "warn" verdict saying the analysis failed.
+    """
+    meta = meta or {}
+    data = {name: _lowest_rank(frame) for name, frame in tables.items()}
+    parts, verdicts = [], []
+    for family, (compute, judge) in _families(data, meta).items():
+        try:
+            rows = compute()
+            verdict = judge(rows)
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            rows = concat_rows([])
+            verdict = Verdict(family, "warn", f"{family}: analysis failed ({error!r:.200})")
+        parts.append(rows.assign(family=family, run=run))
+        verdicts.append(verdict)
+    metrics = pd.concat(parts, ignore_index=True)[list(METRIC_COLUMNS)]
+    order = {family: index for index, family in enumerate(FAMILIES)}
+    return Analysis(metrics=metrics, verdicts=tuple(sorted(verdicts, key=lambda v: order[v.family])))
