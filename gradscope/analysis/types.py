@@ -1,0 +1,45 @@
+"""Shapes shared by the analysis engine and everything that reads its results.
+
+The metrics table is tidy: one row per (run, step, family, name, scope, key) with one
+float ``value``. ``step`` is -1 for values that summarise the whole run (an epoch
+score, a fitted trend). ``scope`` says what the row is about and ``key`` which one:
+
+==========  ==========================================
+scope       key
+==========  ==========================================
+model       "" (the whole model)
+layer       qualified module name, e.g. "blocks.0.attn"
+task_pair   "seg|depth" (task names joined by "|")
+task        a task name
+group       a sample group label, as text
+sample      "<step>:<micro>:<sample>" of the recorded batch
+epoch       the epoch index, as text
+==========  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+METRIC_COLUMNS = ("run", "step", "family", "name", "scope", "key", "value")
+
+FAMILIES = ("conflict", "coherence", "alignment", "noise", "stability")
+
+Level = Literal["ok", "warn", "alert"]
+LEVELS: tuple[Level, ...] = ("ok", "warn", "alert")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one metric family on one run, with the evidence behind it."""
+
+    family: str
+    level: Level
+    summary: str  # one line a person reads first, e.g. "loss spikes at steps 40, 41"
+    metric: str = ""  # "family.name" of the metric that decided it
+    value: float = float("nan")
+    threshold: float = float("nan")
+    steps: tuple[int, ...] = ()
+    source: str = ""  # the paper or rule that justifies the threshold
+    details: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,7 @@
+"""`gradscope check` (not yet written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Nothing yet."""

@@ -1,0 +1,50 @@
+"""``gradscope record -- CMD``: run an unmodified training command and record it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradscope.record.config import PROFILES, RecordConfig
+from gradscope.record.launch import default_run_dir, launch
+
+
+def record(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/NAME-TIME).")
+    ] = None,
+    every: Annotated[
+        int, typer.Option(min=1, help="Record per-layer and per-sample statistics every N steps.")
+    ] = 1,
+    profile: Annotated[
+        str, typer.Option(help="minimal (per-step scalars) | standard (+ per-sample) | full (+ Gram).")
+    ] = "standard",
+    sketch: Annotated[int, typer.Option(min=0, help="Sketch size k (k*k numbers per layer).")] = 4,
+    reduction: Annotated[
+        str, typer.Option(help="Loss reduction over samples: auto | mean | sum.")
+    ] = "auto",
+    batch_dim: Annotated[
+        int | None, typer.Option(help="Batch dimension of module inputs (default: auto).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Write into an existing run directory.")] = False,
+) -> None:
+    """Run COMMAND (after --) unchanged and record its training into a run directory.
+
+    Example: gradscope record --out runs/mlp -- python train.py --epochs 1
+    """
+    command = list(ctx.args)
+    config = RecordConfig.from_options(
+        profile=profile, every=every, sketch=sketch, reduction=reduction, batch_dim=batch_dim
+    )
+    run_dir = out if out is not None else default_run_dir(command)
+    raise typer.Exit(launch(command, run_dir, config, force=force))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        epilog=f"Profiles: {', '.join(PROFILES)}.",
+    )(record)

@@ -1,0 +1,134 @@
+"""Global hook plumbing: nothing is registered on the user's modules or parameters.
+
+PyTorch's global hooks give step boundaries (optimizer step pre/post hooks) and module
+calls (module forward pre/post hooks) without a reference to the model. Two entry
+points have no global hook and are wrapped while recording: ``torch.autograd.backward``
+(the loss is the root tensor; ``Tensor.backward`` calls it) and ``GradScaler.step`` /
+``GradScaler.scale`` (skipped steps, the loss scale). Every callback runs under
+``Guard``: an exception disables that callback, is reported once, and never reaches the
+training loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.modules import module as torch_module
+from torch.optim import optimizer as torch_optimizer
+
+
+class Guard:
+    """Runs callbacks; the first exception of a callback disables it and is reported."""
+
+    def __init__(self, report: Callable[[str, BaseException], None]) -> None:
+        self._report = report
+        self.disabled: set[str] = set()
+
+    def __call__(self, name: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(callback)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if name in self.disabled:
+                return None
+            try:
+                return callback(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - never raise into training
+                self.disabled.add(name)
+                self._report(name, err)
+                return None
+
+        return guarded
+
+
+class Callbacks:
+    """What the recorder implements; each is called under the guard."""
+
+    def forward_pre(self, module: torch.nn.Module, args: tuple) -> None: ...
+    def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None: ...
+    def backward_begin(self, tensors: Any) -> None: ...
+    def backward_end(self) -> None: ...
+    def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
+    def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
+    def scaler_scaled(self, scaler: Any) -> None: ...
+    def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
+        ...
+
+    steps_emitted: int = 0
+
+
+class GlobalHooks:
+    """Installs the global hooks and wrappers for ``callbacks``; ``remove`` undoes all."""
+
+    def __init__(self, callbacks: Callbacks, guard: Guard) -> None:
+        self._callbacks = callbacks
+        self._guard = guard
+        self._handles: list[Any] = []
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        g, c = self._guard, self._callbacks
+        forward_pre = g("forward_pre", c.forward_pre)
+        forward = g("forward", c.forward)
+        step_pre = g("step_pre", c.step_pre)
+        step_post = g("step_post", c.step_post)
+        self._handles = [
+            torch_module.register_module_forward_pre_hook(lambda m, a: forward_pre(m, a)),
+            torch_module.register_module_forward_hook(
+                lambda m, a, k, o: forward(m, a, k, o), with_kwargs=True
+            ),
+            torch_optimizer.register_optimizer_step_pre_hook(lambda o, a, k: step_pre(o, a, k)),
+            torch_optimizer.register_optimizer_step_post_hook(lambda o, a, k: step_post(o, a, k)),
+        ]
+        self._wrap(torch.autograd, "backward", self._backward_wrapper)
+        scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
+        if scaler_class is not None:
+            self._wrap(scaler_class, "scale", self._scale_wrapper)
+            self._wrap(scaler_class, "step", self._step_wrapper)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore = []
+
+    def _wrap(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = getattr(owner, name)
+        self._restore.append((owner, name, original))
+        setattr(owner, name, functools.wraps(original)(make(original)))
+
+    def _backward_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        begin = self._guard("backward_begin", self._callbacks.backward_begin)
+        end = self._guard("backward_end", self._callbacks.backward_end)
+
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            begin(tensors)
+            result = original(tensors, *args, **kwargs)
+            end()
+            return result
+
+        return backward
+
+    def _scale_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        scaled = self._guard("scaler_scaled", self._callbacks.scaler_scaled)
+
+        def scale(scaler: Any, outputs: Any) -> Any:
+            result = original(scaler, outputs)
+            scaled(scaler)
+            return result
+
+        return scale
+
+    def _step_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        stepped = self._guard("scaler_stepped", self._callbacks.scaler_stepped)
+
+        def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            before = self._callbacks.steps_emitted
+            result = original(scaler, optimizer, *args, **kwargs)
+            stepped(scaler, optimizer, self._callbacks.steps_emitted != before)
+            return result
+
+        return step

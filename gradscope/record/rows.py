@@ -1,0 +1,196 @@
+"""A finished step, as tensors on the device, turned into table rows in the writer thread.
+
+The training thread only launches asynchronous copies to the host (``HostCopy``); the
+writer thread waits for them and builds the rows, so no value is read back in training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradscope.record.writer import Rows, list_column
+
+
+class HostCopy:
+    """Device tensors copied to the host without blocking; ``get`` waits in the caller."""
+
+    def __init__(self, tensors: list[torch.Tensor | None]) -> None:
+        self._event = None
+        self._tensors: list[torch.Tensor | None] = []
+        for tensor in tensors:
+            if tensor is not None and tensor.device.type == "cuda":
+                tensor = tensor.detach().to("cpu", non_blocking=True)
+                if self._event is None:
+                    self._event = torch.cuda.Event()
+            self._tensors.append(None if tensor is None else tensor.detach())
+        if self._event is not None:
+            self._event.record()
+
+    def get(self) -> list[np.ndarray | None]:
+        if self._event is not None:
+            self._event.synchronize()
+        return [None if t is None else t.float().numpy() if t.dtype == torch.bfloat16
+                else t.numpy() for t in self._tensors]
+
+
+@dataclass
+class MicroStats:
+    """Per-sample statistics of one backward call (tensors on the device, already scaled)."""
+
+    micro: int
+    layers: list[str]
+    norm2: list[torch.Tensor]
+    weight_dot: list[torch.Tensor]
+    sketch: list[torch.Tensor | None]
+    gram: list[torch.Tensor | None]
+    groups: torch.Tensor | None = None
+
+
+@dataclass
+class StepRecord:
+    """Everything known about one step; ``rows`` runs in the writer thread."""
+
+    step: int
+    rank: int
+    optimizer: int
+    wall_time: float
+    step_time: float
+    recorder_time: float
+    backward_calls: int
+    skipped: bool
+    recorded: bool
+    hparams: list[dict[str, Any]]
+    losses: list[torch.Tensor] = field(default_factory=list)
+    loss_scale: torch.Tensor | None = None
+    per_sample_scale: float = math.nan
+    batch_size: int = -1
+    # per-parameter values (same order as params); None when not recorded
+    params: list[tuple[str, str]] = field(default_factory=list)
+    per_param: dict[str, torch.Tensor] = field(default_factory=dict)
+    micro_stats: list[MicroStats] = field(default_factory=list)
+
+    def start_copy(self) -> Callable[[], dict[str, Rows]]:
+        """Launch the host copies now; the returned callable builds the rows later."""
+        loss = torch.stack([x.detach().double().sum() for x in self.losses]).sum() if self.losses else None
+        names = list(self.per_param)
+        tensors = [loss, self.loss_scale] + [self.per_param[n] for n in names]
+        micro = [
+            HostCopy([*m.norm2, *m.weight_dot, *m.sketch, *m.gram, m.groups])
+            for m in self.micro_stats
+        ]
+        copy = HostCopy(tensors)
+
+        def build() -> dict[str, Rows]:
+            values = copy.get()
+            per_param = dict(zip(names, values[2:]))
+            tables = {"steps": self._step_row(values[0], values[1], per_param)}
+            if self.params and per_param:
+                tables["layers"] = self._layer_rows(per_param)
+            samples, grams = self._sample_rows([m.get() for m in micro])
+            if samples:
+                tables["samples"] = samples
+            if grams:
+                tables["gram"] = grams
+            return tables
+
+        return build
+
+    def _step_row(self, loss: Any, loss_scale: Any, per_param: dict[str, np.ndarray]) -> Rows:
+        grads = per_param.get("grad_norm")
+        return {
+            "step": [self.step],
+            "rank": [self.rank],
+            "optimizer": [self.optimizer],
+            "wall_time": [self.wall_time],
+            "step_time": [self.step_time],
+            "recorder_time": [self.recorder_time],
+            "loss": [math.nan if loss is None else float(loss)],
+            "backward_calls": [self.backward_calls],
+            "batch_size": [self.batch_size],
+            "skipped": [self.skipped],
+            "recorded": [self.recorded],
+            "grad_norm": [math.nan if grads is None else float(np.sqrt(np.sum(grads**2)))],
+            "loss_scale": [math.nan if loss_scale is None else float(loss_scale)],
+            "per_sample_scale": [self.per_sample_scale],
+            "hparams": [json.dumps(self.hparams, default=str)],
+        }
+
+    def _layer_rows(self, per_param: dict[str, np.ndarray]) -> Rows:
+        count = len(self.params)
+        nan = np.full(count, np.nan)
+        grad = per_param.get("grad_norm", nan)
+        return {
+            "step": [self.step] * count,
+            "rank": [self.rank] * count,
+            "layer": [layer for layer, _ in self.params],
+            "param": [param for _, param in self.params],
+            "grad_norm": grad,
+            "weight_norm": per_param.get("weight_norm", nan),
+            "update_norm": per_param.get("update_norm", nan),
+            "init_distance": per_param.get("init_distance", nan),
+            "nonfinite": ~np.isfinite(grad),
+            "sum_norm2": per_param.get("sum_norm2", nan),
+        }
+
+    def _sample_rows(self, micro_values: list[list[Any]]) -> tuple[Rows, Rows]:
+        samples: dict[str, list[Any]] = {}
+        grams: dict[str, list[Any]] = {}
+        for stats, values in zip(self.micro_stats, micro_values):
+            n = len(stats.layers)
+            norm2, dots, sketches, gram_values = (
+                values[:n], values[n : 2 * n], values[2 * n : 3 * n], values[3 * n : 4 * n]
+            )
+            groups = values[4 * n]
+            for index, layer in enumerate(stats.layers):
+                _extend(samples, self._sample_columns(
+                    stats.micro, layer, norm2[index], dots[index], sketches[index], groups
+                ))
+                if gram_values[index] is not None:
+                    _extend(grams, self._gram_columns(stats.micro, layer, gram_values[index]))
+        return samples, grams
+
+    def _sample_columns(
+        self, micro: int, layer: str, norm2: np.ndarray, dots: np.ndarray,
+        sketch: np.ndarray | None, groups: np.ndarray | None,
+    ) -> dict[str, list[Any]]:
+        count = len(norm2)
+        width = 0 if sketch is None else sketch.shape[1]
+        sketch_rows = np.zeros((count, width), np.float32) if sketch is None else sketch
+        return {
+            "step": [self.step] * count,
+            "rank": [self.rank] * count,
+            "micro": [micro] * count,
+            "sample": list(range(count)),
+            "layer": [layer] * count,
+            "norm2": norm2.astype(np.float64).tolist(),
+            "weight_dot": dots.astype(np.float64).tolist(),
+            "loss": [math.nan] * count,
+            "group": [-1] * count if groups is None else groups.astype(np.int64).tolist(),
+            "sketch": sketch_rows.astype(np.float32).tolist(),
+        }
+
+    def _gram_columns(self, micro: int, layer: str, gram: np.ndarray) -> dict[str, list[Any]]:
+        return {
+            "step": [self.step],
+            "rank": [self.rank],
+            "micro": [micro],
+            "layer": [layer],
+            "size": [gram.shape[0]],
+            "exact": [True],
+            "values": [gram.astype(np.float64).reshape(-1).tolist()],
+        }
+
+
+def _extend(into: dict[str, list[Any]], columns: dict[str, list[Any]]) -> None:
+    for name, values in columns.items():
+        into.setdefault(name, []).extend(values)
+
+
+__all__ = ["HostCopy", "MicroStats", "StepRecord", "list_column"]

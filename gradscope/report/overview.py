@@ -1,0 +1,152 @@
+"""Report sections drawn from what the recorder wrote directly (no analysis needed):
+run information, loss curve, per-layer table, learning rates, coverage and warnings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gradscope.report.sparkline import sparkline
+from gradscope.store.reader import Run
+
+
+def run_info(run: Run, steps: pd.DataFrame) -> RenderableType:
+    meta = run.meta
+    status = str(meta.get("status", "?"))
+    colour = {"finished": "green", "running": "yellow"}.get(status, "red")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", Text(str(run.path)))
+    grid.add_row("status", Text(status, style=colour))
+    grid.add_row("command", Text(" ".join(map(str, meta.get("command", [])))))
+    grid.add_row("started / ended", Text(f"{meta.get('started')} / {meta.get('ended') or '-'}"))
+    grid.add_row("versions", Text(
+        f"gradscope {meta.get('gradscope_version')}, torch {meta.get('torch_version', '?')}, "
+        f"python {meta.get('python_version')}"
+    ))
+    config = meta.get("config", {})
+    grid.add_row("recording", Text(
+        f"profile {config.get('profile')}, every {config.get('every')}, "
+        f"sketch {config.get('sketch')}, world size {meta.get('world_size', 1)}"
+    ))
+    grid.add_row("steps", Text(_step_summary(steps)))
+    return Panel(grid, title="gradscope run", border_style="cyan")
+
+
+def _step_summary(steps: pd.DataFrame) -> str:
+    if steps.empty:
+        return "none recorded"
+    text = f"{len(steps)} ({int(steps['recorded'].sum())} with per-layer statistics"
+    skipped = int(steps["skipped"].sum())
+    if skipped:
+        text += f", {skipped} skipped by the GradScaler"
+    step_time = steps["step_time"].median()
+    own = steps["recorder_time"].median()
+    if math.isfinite(step_time) and step_time > 0:
+        text += f"; median step {step_time * 1e3:.1f} ms, recorder {own * 1e3:.2f} ms"
+    return text + ")"
+
+
+def loss_curve(steps: pd.DataFrame, width: int = 60) -> RenderableType:
+    loss = steps.sort_values("step")["loss"].to_numpy(dtype=float)
+    finite = loss[np.isfinite(loss)]
+    if finite.size == 0:
+        return Text("loss: not recorded (no scalar loss was seen)", style="dim")
+    line = Text("loss  ")
+    line.append(sparkline(list(loss), width), style="cyan")
+    line.append(f"  first {finite[0]:.4g}  last {finite[-1]:.4g}  min {finite.min():.4g}")
+    return line
+
+
+def layer_table(layers: pd.DataFrame) -> RenderableType:
+    """Per layer: gradient, weight and update norms and the update/weight ratio over the
+    recorded steps, as "first → last" over "min … max" (layer norms combine parameters)."""
+    if layers.empty:
+        return Text("per-layer statistics: none recorded", style="dim")
+    per_layer = layer_norms(layers)
+    table = Table(title="layers (first → last, min … max)", title_justify="left",
+                  show_edge=False, header_style="bold")
+    table.add_column("layer")
+    for column in ("grad norm", "weight norm", "update norm", "update/weight"):
+        table.add_column(column, justify="right")
+    for layer, frame in per_layer.groupby("layer", sort=False):
+        frame = frame.sort_values("step")
+        columns = ("grad_norm", "weight_norm", "update_norm", "ratio")
+        table.add_row(Text(layer or "(root)"), *[_span(frame[c].to_numpy()) for c in columns])
+    return table
+
+
+def layer_norms(layers: pd.DataFrame) -> pd.DataFrame:
+    """Combine parameter rows into layer rows: sqrt of the sum of squares per (step, layer)."""
+    squared = layers[["step", "layer"]].copy()
+    for column in ("grad_norm", "weight_norm", "update_norm"):
+        squared[column] = layers[column] ** 2
+    grouped = squared.groupby(["step", "layer"], sort=False).sum(min_count=1) ** 0.5
+    grouped = grouped.reset_index()
+    grouped["ratio"] = grouped["update_norm"] / grouped["weight_norm"].where(grouped["weight_norm"] > 0)
+    return grouped
+
+
+def _span(values: np.ndarray) -> Text:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Text("-", style="dim")
+    text = Text(f"{finite[0]:.3g} → {finite[-1]:.3g}\n")
+    text.append(f"{finite.min():.3g} … {finite.max():.3g}", style="dim")
+    return text
+
+
+def learning_rates(steps: pd.DataFrame, width: int = 40) -> RenderableType:
+    series: dict[str, list[float]] = {}
+    for text in steps.sort_values("step")["hparams"]:
+        for index, group in enumerate(json.loads(text or "[]")):
+            lr = group.get("lr")
+            if isinstance(lr, (int, float)):
+                series.setdefault(f"group {index}", []).append(float(lr))
+    if not series:
+        return Text("learning rate: no optimizer", style="dim")
+    lines = []
+    for name, values in series.items():
+        line = Text(f"lr {name}  ")
+        line.append(sparkline(values, width), style="magenta")
+        line.append(f"  first {values[0]:.3g}  last {values[-1]:.3g}")
+        lines.append(line)
+    return Group(*lines)
+
+
+def coverage(run: Run) -> RenderableType:
+    layers = run.meta.get("layers", [])
+    if not layers:
+        return Text("coverage: no layer table in meta.json", style="dim")
+    by_method: dict[str, int] = {}
+    missing = []
+    for entry in layers:
+        if entry.get("covered"):
+            by_method[entry["method"]] = by_method.get(entry["method"], 0) + int(entry["numel"])
+        else:
+            missing.append(entry)
+    total = sum(int(e["numel"]) for e in layers) or 1
+    text = Text("per-sample coverage: ")
+    text.append(", ".join(f"{m} {n / total:.1%}" for m, n in sorted(by_method.items())) or "none")
+    for entry in missing:
+        text.append(f"\n  not covered: {entry['name']} ({entry['type']}, {entry['numel']} params): "
+                    f"{entry.get('reason') or 'no kernel'}", style="yellow")
+    return text
+
+
+def warnings(run: Run) -> RenderableType:
+    events = [e for e in run.events() if e.get("level") == "warning"]
+    notes = list(run.problems)
+    if not events and not notes:
+        return Text("recorder warnings: none", style="green")
+    lines = [Text(f"step {e.get('step', '?')}: {e.get('message')}", style="yellow") for e in events]
+    lines += [Text(f"run directory: {note}", style="yellow") for note in notes]
+    return Panel(Group(*lines), title="recorder warnings", border_style="yellow")
