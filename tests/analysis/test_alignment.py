@@ -1,0 +1,89 @@
+"""Tests for gradscope.analysis.alignment (GWA) against the authors' formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import kurtosis
+
+from gradscope.analysis import alignment
+
+
+def _reference_epoch_score(scores: np.ndarray) -> float:
+    """The GWA authors' score: mean / (scipy.stats.kurtosis defaults + 1.2)."""
+    return float(np.mean(scores) / (kurtosis(scores) + 1.2))
+
+
+def _tables(rng: np.random.Generator, steps: int = 6, batch: int = 16):
+    """Two layers, "body" and "head"; per-sample gradient vectors and weights drawn at random."""
+    samples, layers, vectors = [], [], {}
+    for step in range(steps):
+        for layer, size in (("body", 7), ("head", 4)):
+            weight = rng.normal(size=size)
+            layers.append((step, layer, float(np.linalg.norm(weight))))
+            grads = rng.normal(size=(batch, size)) - 0.1 * step * weight
+            for i, g in enumerate(grads):
+                samples.append((step, 0, i, layer, float(g @ g), float(g @ weight)))
+                vectors[(step, i, layer)] = (g, weight)
+    return (
+        pd.DataFrame(samples, columns=["step", "micro", "sample", "layer", "norm2", "weight_dot"]),
+        pd.DataFrame(layers, columns=["step", "layer", "weight_norm"]),
+        vectors,
+    )
+
+
+def _reference_gwa(g: np.ndarray, weight: np.ndarray) -> float:
+    return float(-(g @ weight) / (np.linalg.norm(g) * np.linalg.norm(weight) + 1e-12))
+
+
+def test_per_sample_alignment_matches_cosine_of_vectors() -> None:
+    samples, layers, vectors = _tables(np.random.default_rng(0))
+    scores = alignment.sample_alignment(samples, layers)
+    for row in scores[scores["layer"] != ""].itertuples():
+        assert row.gwa == pytest.approx(_reference_gwa(*vectors[(row.step, row.sample, row.layer)]))
+    model = scores[(scores["layer"] == "") & (scores["step"] == 2) & (scores["sample"] == 3)]["gwa"]
+    g = np.concatenate([vectors[(2, 3, name)][0] for name in ("body", "head")])
+    w = np.concatenate([vectors[(2, 3, name)][1] for name in ("body", "head")])
+    assert model.iloc[0] == pytest.approx(_reference_gwa(g, w))
+
+
+def test_epoch_score_equals_authors_formula() -> None:
+    scores = np.random.default_rng(1).normal(0.2, 0.1, size=200) ** 3
+    assert alignment.epoch_score(scores) == pytest.approx(_reference_epoch_score(scores))
+    assert alignment.excess_kurtosis(scores) == pytest.approx(kurtosis(scores))
+
+
+def test_epoch_score_guards_uniform_denominator_and_constant_scores() -> None:
+    assert np.isfinite(alignment.epoch_score(np.array([0.0, 1.0] * 3 + [0.5])))
+    assert np.isnan(alignment.epoch_score(np.full(5, 0.3)))
+
+
+def test_metrics_epoch_scores_and_early_stop_on_head() -> None:
+    samples, layers, _ = _tables(np.random.default_rng(2))
+    epochs = {step: step // 2 for step in range(6)}
+    rows = alignment.alignment_metrics(samples, layers, head="head", epochs=epochs)
+    scores = rows[rows["name"] == "epoch_score"].set_index("key")["value"]
+    head = alignment.sample_alignment(samples, layers)
+    for epoch in range(3):
+        chosen = head[(head["layer"] == "head") & (head["step"] // 2 == epoch)]["gwa"].to_numpy()
+        assert scores[str(epoch)] == pytest.approx(_reference_epoch_score(chosen))
+    best = rows[rows["name"] == "early_stop_epoch"]["value"].iloc[0]
+    assert best == float(scores.astype(float).idxmax())
+    assert len(rows[rows["name"] == "misaligned"]) == 20
+    assert set(rows["name"]) >= {"gwa", "gwa_head", "epoch_score", "early_stop_epoch"}
+
+
+def test_verdict_warns_after_the_peak() -> None:
+    rows = pd.DataFrame(
+        {
+            "step": -1,
+            "name": "epoch_score",
+            "scope": "epoch",
+            "key": ["0", "1", "2"],
+            "value": [1.0, 2.0, 1.0],
+        }
+    )
+    verdict = alignment.alignment_verdict(rows)
+    assert verdict.level == "warn" and "epoch 1" in verdict.summary
+    assert "no data" in alignment.alignment_verdict(rows.iloc[:1]).summary

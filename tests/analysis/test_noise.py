@@ -1,0 +1,107 @@
+"""Tests for gradscope.analysis.noise: B_simple on linear regression with known noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradscope.analysis import noise
+
+DIM, SIGMA, BATCH, STEPS = 5, 1.0, 64, 300
+
+
+def _regression_gradients(rng: np.random.Generator) -> np.ndarray:
+    """Per-sample gradients of 0.5 (x.w - y)^2 at w = w* + delta, |delta| = 1: (STEPS, B, d).
+
+    g = x (x.delta - eps), so G = delta and, for x ~ N(0, I), E|g|^2 = (d + 2)|delta|^2 +
+    d sigma^2, hence tr Sigma = (d + 1)|delta|^2 + d sigma^2 and B_simple = 11 here.
+    """
+    delta = np.eye(DIM)[0]
+    x = rng.normal(size=(STEPS, BATCH, DIM))
+    residual = x @ delta - rng.normal(scale=SIGMA, size=(STEPS, BATCH))
+    return x * residual[..., None]
+
+
+def _reference_b_simple() -> float:
+    return ((DIM + 1) * 1.0 + DIM * SIGMA**2) / 1.0
+
+
+def _tables(grads: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    steps, batch, _ = grads.shape
+    norm2 = np.sum(grads**2, axis=2)
+    samples = pd.DataFrame(
+        {
+            "step": np.repeat(np.arange(steps), batch),
+            "micro": 0,
+            "sample": np.tile(np.arange(batch), steps),
+            "layer": "fc",
+            "norm2": norm2.ravel(),
+        }
+    )
+    total = grads.sum(axis=1)
+    layers = pd.DataFrame({"step": np.arange(steps), "layer": "fc", "sum_norm2": np.sum(total**2, axis=1)})
+    return layers, samples
+
+
+def test_b_simple_matches_linear_regression_noise_scale() -> None:
+    grads = _regression_gradients(np.random.default_rng(0))
+    rows = noise.noise_metrics(*_tables(grads), None, decay=0.995)
+    model = rows[(rows["scope"] == "model") & (rows["name"] == "b_simple")].sort_values("step")
+    # |G|^2 is estimated from 300 x 64 samples: relative error of the ratio is a few percent
+    assert model["value"].iloc[-1] == pytest.approx(_reference_b_simple(), rel=0.1)
+    raw = rows[(rows["scope"] == "model") & (rows["name"] == "b_simple_raw")]
+    assert len(raw) == STEPS
+
+
+def test_estimators_are_unbiased_on_average() -> None:
+    grads = _regression_gradients(np.random.default_rng(1))
+    total = grads.sum(axis=1)
+    g2, trace = noise.noise_estimates(
+        np.sum(total**2, axis=1), np.sum(grads**2, axis=(1, 2)), np.full(STEPS, BATCH)
+    )
+    assert g2.mean() == pytest.approx(1.0, rel=0.1)
+    assert trace.mean() == pytest.approx(DIM + 1 + DIM * SIGMA**2, rel=0.05)
+
+
+def _reference_cockpit(g: np.ndarray) -> dict[str, float]:
+    """Byrd / Bollapragada tests written with the vectors themselves."""
+    size, mean = len(g), g.mean(axis=0)
+    mean2 = mean @ mean
+    projections = g @ mean
+    return {
+        "norm_test": np.sqrt(np.sum((g - mean) ** 2) / ((size - 1) * size * mean2)),
+        "inner_product_test": np.sqrt(np.var(projections, ddof=1) / (size * mean2**2)),
+        "orthogonality_test": np.sqrt(
+            np.sum((g - np.outer(projections / mean2, mean)) ** 2) / ((size - 1) * size * mean2)
+        ),
+    }
+
+
+def test_cockpit_tests_match_vector_formulas() -> None:
+    g = np.random.default_rng(2).normal(0.5, 1.0, size=(12, 6))
+    assert noise.cockpit_tests(g @ g.T) == pytest.approx(_reference_cockpit(g))
+
+
+def test_gsnr_matches_per_coordinate_moments() -> None:
+    sketches = np.random.default_rng(3).normal(1.0, 2.0, size=(50, 8))
+    expected = np.mean([np.mean(c) ** 2 / np.var(c, ddof=1) for c in sketches.T])
+    assert noise.gsnr(sketches) == pytest.approx(expected)
+    assert np.isnan(noise.gsnr(np.ones((4, 3))))
+
+
+@pytest.mark.parametrize(
+    ("batch", "scale", "level"), [(64, 11.0, "ok"), (500, 11.0, "warn"), (1, 11.0, "warn")]
+)
+def test_verdict_compares_batch_with_b_simple(batch: int, scale: float, level: str) -> None:
+    rows = pd.DataFrame(
+        {
+            "step": [0, 0],
+            "name": ["b_simple", "batch_size"],
+            "scope": "model",
+            "key": "",
+            "value": [scale, float(batch)],
+        }
+    )
+    assert noise.noise_verdict(rows).level == level
+    assert "no data" in noise.noise_verdict(rows.iloc[:0]).summary

@@ -1,0 +1,82 @@
+"""Tests for gradscope.analysis.stability: planted spikes, dead layers, non-finite values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradscope.analysis import stability
+
+
+def _run(steps: int = 60, spike_at: int = 40, dead: str = "blocks.1", dead_from: int = 30):
+    rng = np.random.default_rng(0)
+    loss = 2.0 * np.exp(-np.arange(steps) / 30) + 0.02 * rng.normal(size=steps)
+    loss[spike_at] *= 5
+    steps_table = pd.DataFrame(
+        {"step": np.arange(steps), "loss": loss, "grad_norm": 1 + 0.05 * rng.random(steps)}
+    )
+    rows = []
+    for step in range(steps):
+        for layer in ("blocks.0", "blocks.1", "head"):
+            grad = 0.0 if layer == dead and step >= dead_from else 0.5 + 0.1 * rng.random()
+            update = 1e-3 * grad
+            rows.append((step, layer, f"{layer}.weight", grad, 1.0, update, 0.01 * np.sqrt(step), False))
+    columns = [
+        "step",
+        "layer",
+        "param",
+        "grad_norm",
+        "weight_norm",
+        "update_norm",
+        "init_distance",
+        "nonfinite",
+    ]
+    return steps_table, pd.DataFrame(rows, columns=columns)
+
+
+def _reference_robust_z(values: np.ndarray, index: int, window: int = 20) -> float:
+    history = values[max(0, index - window) : index]
+    median = np.median(history)
+    scale = max(1.4826 * np.median(np.abs(history - median)), 0.01 * abs(median))
+    return float((values[index] - median) / (scale + 1e-12))
+
+
+def test_robust_z_matches_reference() -> None:
+    values = np.random.default_rng(1).normal(size=50)
+    z = stability.robust_z(pd.Series(values)).to_numpy()
+    for index in (10, 25, 49):
+        assert z[index] == pytest.approx(_reference_robust_z(values, index))
+
+
+def test_planted_loss_spike_and_dead_layer_found_at_right_steps() -> None:
+    rows = stability.stability_metrics(*_run())
+    verdict = stability.stability_verdict(rows)
+    assert verdict.level == "warn"
+    spikes = rows[(rows["name"] == "loss_spike_z") & (rows["value"] > stability.SPIKE_Z)]
+    assert spikes["step"].tolist() == [40]
+    dead = rows[rows["name"] == "dead"]
+    assert set(dead["key"]) == {"blocks.1"} and dead["step"].tolist() == list(range(30, 60))
+    assert any("dead layer blocks.1" in d for d in verdict.details)
+    assert "loss spikes at steps 40" in verdict.summary
+
+
+def test_nonfinite_is_an_alert() -> None:
+    steps, layers = _run()
+    steps.loc[12, "loss"] = np.nan
+    layers.loc[(layers["step"] == 13) & (layers["layer"] == "head"), "nonfinite"] = True
+    verdict = stability.stability_verdict(stability.stability_metrics(steps, layers))
+    assert verdict.level == "alert" and verdict.steps == (12, 13)
+
+
+def test_update_ratio_and_init_distance_rows() -> None:
+    rows = stability.stability_metrics(*_run(dead_from=1000, spike_at=0))
+    ratio = rows[rows["name"] == "update_ratio"]["value"]
+    assert ratio.to_numpy() == pytest.approx(ratio.to_numpy() * 0 + ratio.median(), rel=0.3)
+    assert len(rows[rows["name"] == "init_distance_log_slope"]) == 1
+    assert stability.stability_verdict(rows).level == "ok"
+
+
+def test_missing_tables_give_no_data() -> None:
+    rows = stability.stability_metrics(None, None)
+    assert rows.empty and "no data" in stability.stability_verdict(rows).summary
