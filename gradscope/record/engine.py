@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from gradscope.record.kernels import FACTORED, FALLBACK, KernelRegistry
-from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs, trainable
+from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs
 from gradscope.record.kernels.fallback import replay_problem
 from gradscope.record.kernels.sketch import SketchProjections
 from gradscope.record.kernels.stats import ParamStats, parameter_stats
@@ -140,7 +140,7 @@ class PerSampleEngine:
             self._fail(name, error)
 
     def _capture(self, name: str, module: nn.Module, args: tuple, kwargs: dict, output: Any):
-        params = trainable(module)
+        params = self._registry.parameters(module)
         if not params:
             return
         reason = self._skip_reason(name, module, args, kwargs)
@@ -175,9 +175,10 @@ class PerSampleEngine:
         for attr, param in params.items():
             entry = self._entries.get(id(param))
             if entry is None:
-                entry = _Entry(param, layer=name, qualname=f"{name}.{attr}")
+                qualname = f"{name}.{attr}" if name else attr
+                entry = _Entry(param, layer=qualname.rpartition(".")[0], qualname=qualname)
                 self._entries[id(param)] = entry
-                self._layer_order.setdefault(name, None)
+                self._layer_order.setdefault(entry.layer, None)
             entry.remaining += 1
         self._uses.append(use)
         for rank, slot in enumerate(slots):

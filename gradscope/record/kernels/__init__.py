@@ -17,7 +17,7 @@ from gradscope.record.kernels.attention import (
     is_gpt2_conv1d,
     multihead_attention_kernel,
 )
-from gradscope.record.kernels.base import Kernel
+from gradscope.record.kernels.base import Kernel, trainable
 from gradscope.record.kernels.conv import conv_kernel
 from gradscope.record.kernels.embedding import embedding_kernel
 from gradscope.record.kernels.fallback import FallbackKernel
@@ -48,6 +48,19 @@ class KernelRegistry:
         if is_gpt2_conv1d(module):
             return FACTORED, gpt2_conv1d_kernel
         return FALLBACK, self.fallback
+
+    def parameters(self, module: nn.Module) -> dict[str, nn.Parameter]:
+        """The trainable parameters a call of ``module`` gives gradients to, by dotted name.
+
+        The direct ones, plus MultiheadAttention's ``out_proj.weight`` / ``out_proj.bias``:
+        MultiheadAttention uses its out_proj child through F.linear inside its own forward,
+        so that child never runs and no hook would otherwise see its parameters.
+        """
+        params = trainable(module)
+        if isinstance(module, nn.MultiheadAttention):
+            for name, param in trainable(module.out_proj).items():
+                params[f"out_proj.{name}"] = param
+        return params
 
 
 def default_table() -> dict[type[nn.Module], tuple[str, Kernel]]:

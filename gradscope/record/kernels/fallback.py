@@ -15,6 +15,7 @@ with active dropout is declared not covered (``replay_problem``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,14 @@ def replay_problem(module: nn.Module) -> str | None:
     return None
 
 
+def parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """Direct trainable parameters, plus MultiheadAttention's out_proj (never called)."""
+    params = trainable(module)
+    if isinstance(module, nn.MultiheadAttention):
+        params.update({f"out_proj.{k}": p for k, p in trainable(module.out_proj).items()})
+    return params
+
+
 class FallbackKernel:
     """Per-sample gradients of a module's direct parameters by vmap of vjp (or a loop)."""
 
@@ -86,7 +95,7 @@ class FallbackKernel:
         out_dims = [self.output_dim(module, r, g, bd, b) for r, g in enumerate(backprops)]
         if any(d is None for d in out_dims):
             raise ValueError("an output has no batch dim of size B")
-        params = {name: p.detach() for name, p in trainable(module).items()}
+        params = {name: p.detach() for name, p in parameters(module).items()}
 
         def per_sample(theta: dict[str, Tensor], tensors: list, cotangents: list) -> dict:
             def forward(theta: dict[str, Tensor]) -> tuple[Tensor, ...]:
@@ -102,7 +111,8 @@ class FallbackKernel:
             return pullback(tuple(cotangents))[0]
 
         tensors = [leaves[i] for i in positions]
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="There is a performance drop")
             if type(module) not in self._loop_types:
                 try:
                     grads = vmap(per_sample, in_dims=(None, in_dims, out_dims))(

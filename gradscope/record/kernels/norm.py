@@ -17,9 +17,14 @@ from gradscope.record.kernels.base import Contribution, Dense, KernelInputs, kee
 
 
 def _affine(module: nn.Module, xhat: Tensor, grad: Tensor, reduce: tuple[int, ...]) -> dict:
+    """Dense gamma and beta gradients, summed over the ``reduce`` dims (none: [B, d])."""
+
+    def total(t: Tensor) -> Tensor:
+        return t.sum(reduce) if reduce else t  # sum(()) would reduce every dim
+
     result: dict[str, Contribution] = {
-        "weight": Dense((grad * xhat).sum(reduce)),
-        "bias": Dense(grad.sum(reduce)),
+        "weight": Dense(total(grad * xhat)),
+        "bias": Dense(total(grad)),
     }
     return keep(result, module)
 

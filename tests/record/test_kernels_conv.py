@@ -1,0 +1,33 @@
+"""Conv1d/2d/3d kernel (unfolded patches) against the per-sample autograd loop."""
+
+import pytest
+import torch
+from torch import nn
+
+from gradscope.record.engine import EngineConfig
+
+from .models import squared_error
+from .reference import assert_matches_reference
+
+CASES = [
+    # (conv class, spatial input size, keyword arguments)
+    (nn.Conv1d, (9,), dict(kernel_size=3)),
+    (nn.Conv1d, (9,), dict(kernel_size=3, stride=2, padding=2, dilation=2, groups=2)),
+    (nn.Conv1d, (8,), dict(kernel_size=4, padding="same", padding_mode="circular")),
+    (nn.Conv2d, (6, 5), dict(kernel_size=3, stride=(2, 1), padding=1)),
+    (nn.Conv2d, (7, 7), dict(kernel_size=(3, 2), dilation=(2, 1), groups=2, bias=False)),
+    (nn.Conv2d, (5, 5), dict(kernel_size=3, padding=1, padding_mode="reflect")),
+    (nn.Conv2d, (6, 6), dict(kernel_size=3, padding="same", groups=4)),
+    (nn.Conv3d, (4, 5, 4), dict(kernel_size=2, stride=(1, 2, 1), padding=1, groups=2)),
+]
+
+
+@pytest.mark.parametrize("conv_class,size,kwargs", CASES)
+@pytest.mark.parametrize("route", ["ghost", "materialize"])
+def test_conv_matches_reference(conv_class, size, kwargs, route):
+    torch.manual_seed(0)
+    layer = conv_class(4, 4, **kwargs).double()
+    x = torch.randn(3, 4, *size, dtype=torch.float64)
+    target = torch.randn_like(layer(x))
+    config = EngineConfig(gram=True, route=route)
+    assert_matches_reference(layer, lambda: squared_error(layer(x), target), config)
