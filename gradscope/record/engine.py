@@ -200,7 +200,8 @@ class PerSampleEngine:
         elif main.shape[batch_dim] != self._batch_size:
             return (
                 f"input has size {main.shape[batch_dim]} at batch dim {batch_dim}, "
-                f"the batch size is {self._batch_size}"
+                f"the batch size is {self._batch_size}: an input shared by the whole batch "
+                "(e.g. position ids) hides per-sample gradients from output hooks"
             )
         return None
 

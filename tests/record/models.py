@@ -87,8 +87,8 @@ class TinyGPT(nn.Module):
         self.head.weight = self.wte.weight
 
     def forward(self, ids: Tensor) -> Tensor:
-        positions = torch.arange(ids.shape[1])
-        x = self.wte(ids) + self.wpe(positions)[None]
+        positions = torch.arange(ids.shape[1]).expand_as(ids)  # (B, T): batched ids
+        x = self.wte(ids) + self.wpe(positions)
         return self.head(self.ln_f(self.block(x)))  # (B, T, V)
 
 

@@ -1,0 +1,49 @@
+"""Whole models against the per-sample autograd loop, mean and sum reductions."""
+
+import pytest
+import torch
+
+from gradscope.record.engine import EngineConfig
+
+from .models import LSTMModel, SmallCNN, TinyGPT, lm_loss, mlp, squared_error
+from .reference import assert_matches_reference
+
+
+@pytest.mark.parametrize("attention", ["mha", "qkv"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_tiny_gpt_with_tied_head(attention, reduction):
+    torch.manual_seed(0)
+    model = TinyGPT(attention=attention).double()
+    ids = torch.randint(0, 11, (3, 6))
+    stats = assert_matches_reference(model, lambda: lm_loss(model, ids), reduction=reduction)
+    assert "head" not in stats  # its only weight is wte's: reported under wte
+    assert next(iter(stats)) == "wte"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_small_cnn(reduction):
+    torch.manual_seed(0)
+    model = SmallCNN().double()
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    target = torch.randn(3, 3, dtype=torch.float64)
+    assert_matches_reference(model, lambda: squared_error(model(x), target), reduction=reduction)
+
+
+@pytest.mark.parametrize("route", ["auto", "ghost", "materialize"])
+def test_mlp(route):
+    torch.manual_seed(0)
+    model = mlp().double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    target = torch.randn(5, 3, dtype=torch.float64)
+    config = EngineConfig(gram=True, route=route)
+    assert_matches_reference(model, lambda: squared_error(model(x), target), config, "sum")
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lstm_model(batch_first):
+    torch.manual_seed(0)
+    model = LSTMModel(batch_first).double()
+    x = torch.randn(3, 4, 4, dtype=torch.float64)  # (B, T, D)
+    x = x if batch_first else x.transpose(0, 1)
+    target = torch.randn(3, 3, dtype=torch.float64)
+    assert_matches_reference(model, lambda: squared_error(model(x), target))
