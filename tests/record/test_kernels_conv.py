@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from gradscope.record.engine import EngineConfig
@@ -28,6 +30,25 @@ def test_conv_matches_reference(conv_class, size, kwargs, route):
     torch.manual_seed(0)
     layer = conv_class(4, 4, **kwargs).double()
     x = torch.randn(3, 4, *size, dtype=torch.float64)
+    target = torch.randn_like(layer(x))
+    config = EngineConfig(gram=True, route=route)
+    assert_matches_reference(layer, lambda: squared_error(layer(x), target), config)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    groups=st.sampled_from([1, 2]),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    length=st.integers(6, 9),
+    route=st.sampled_from(["ghost", "materialize"]),
+)
+def test_conv2d_generated_shapes(groups, kernel, stride, padding, dilation, length, route):
+    torch.manual_seed(0)
+    layer = nn.Conv2d(2, 4, kernel, stride, padding, dilation, groups).double()
+    x = torch.randn(2, 2, length, length - 1, dtype=torch.float64)
     target = torch.randn_like(layer(x))
     config = EngineConfig(gram=True, route=route)
     assert_matches_reference(layer, lambda: squared_error(layer(x), target), config)

@@ -45,3 +45,14 @@ def test_gru_cell_in_a_loop_sums_uses():
         return h.pow(2).sum(1)
 
     assert_matches_reference(cell, loss)
+
+
+def test_parameter_shared_by_a_factored_and_a_fallback_use_is_summed_densely():
+    torch.manual_seed(2)
+    lin = nn.Linear(4, 4)
+    gated = Gated(4)
+    gated.mix = lin.weight  # one Parameter: a Linear use (factored) and a fallback use
+    model = nn.Sequential(lin, gated).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    stats = assert_matches_reference(model, lambda: model(x).pow(2).sum(1))
+    assert set(stats) == {"0", "1", "1.inner"}
