@@ -8,17 +8,29 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gradscope.report.html import write_html
+from gradscope.report.load import load_analysis
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
 
 
 def report(
     run: Annotated[Path, typer.Argument(help="Run directory written by gradscope record.")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report; files only.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Print what was recorded and what it means."""
-    console = Console(no_color=no_color, highlight=False)
-    render_report(open_run(run), console)
+    opened = open_run(run)
+    analysis = load_analysis(opened, progress=not quiet)
+    if not quiet:
+        render_report(opened, Console(no_color=no_color, highlight=False), analysis)
+    if html is not None:
+        write_html(opened, analysis, html)
+        if not quiet:
+            Console(stderr=True, no_color=no_color).print(f"HTML report written to {html}")
 
 
 def register(app: typer.Typer) -> None:

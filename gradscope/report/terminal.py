@@ -1,19 +1,42 @@
-"""The terminal report: sections composed as rich renderables."""
+"""The terminal report: sections composed as rich renderables.
+
+Order: run information, the verdict overview, one section per metric family
+(conflict, coherence, alignment, noise, stability), then what the recorder wrote
+directly (loss, learning rates, per-layer table), coverage and warnings last.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
-from gradscope.report import overview
+from gradscope.analysis.engine import Analysis
+from gradscope.report import overview, sections
+from gradscope.report.load import load_analysis
 from gradscope.store.reader import Run
 
 
-def render_report(run: Run, console: Console) -> None:
+def report_renderables(run: Run, analysis: Analysis) -> list[RenderableType]:
+    """Every section of the report, in reading order."""
     steps = run.table("steps")
     layers = run.table("layers")
-    console.print(overview.run_info(run, steps))
-    console.print(overview.loss_curve(steps))
-    console.print(overview.learning_rates(steps))
-    console.print(overview.layer_table(layers))
-    console.print(overview.coverage(run))
-    console.print(overview.warnings(run))
+    return [
+        overview.run_info(run, steps),
+        sections.verdict_overview(analysis.verdicts),
+        *sections.family_sections(analysis.metrics, analysis.verdicts),
+        overview.loss_curve(steps),
+        overview.learning_rates(steps),
+        overview.layer_table(layers),
+        overview.coverage(run),
+        overview.warnings(run),
+    ]
+
+
+def render_report(
+    run: Run, console: Console, analysis: Analysis | None = None, progress: bool = False
+) -> Analysis:
+    """Print the report; analyses the run first unless ``analysis`` is given. Returns it."""
+    if analysis is None:
+        analysis = load_analysis(run, progress=progress)
+    for renderable in report_renderables(run, analysis):
+        console.print(renderable)
+    return analysis

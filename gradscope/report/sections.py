@@ -1,0 +1,203 @@
+"""Terminal report sections drawn from the analysis: the verdict overview, then one
+section per metric family (curves as sparklines, small per-key tables).
+
+Every function returns a rich renderable; terminal.py composes them. Metric names are
+not hard-wired beyond a preferred order: a metric the engine adds later still shows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gradscope.analysis.types import FAMILIES, Verdict
+from gradscope.report.sparkline import sparkline
+
+LEVEL_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red"}
+LEVEL_MARK = {"ok": "✓ ok", "warn": "▲ warn", "alert": "✖ alert"}
+
+# Model-scope curves per family, in the order a reader wants them (others follow).
+CURVES: dict[str, tuple[str, ...]] = {
+    "conflict": ("conflict_fraction", "mgda_norm", "sample_cos"),
+    "coherence": ("m_coherence", "alpha", "gradient_diversity", "stiffness_cos", "micro_distance"),
+    "alignment": ("gwa_head", "gwa"),
+    "noise": ("b_simple", "batch_size", "norm_test", "inner_product_test", "orthogonality_test"),
+    "stability": ("loss", "loss_spike_z", "grad_norm", "grad_norm_spike_z", "init_distance", "nonfinite"),
+}
+HIDDEN = {"b_simple_raw", "alpha_unbiased", "stiffness_sign", "grad_norm_max_ratio", "loss_flip_rate"}
+MAX_CURVES = 6
+MAX_ROWS = 8
+
+
+@dataclass(frozen=True)
+class ScopeTable:
+    """How one (family, scope) block is tabulated: the metric whose trend is drawn and
+    that orders the rows (ascending: worst first when low is bad), plus other columns."""
+
+    title: str
+    primary: str
+    ascending: bool | None  # None: rows in key order
+    others: tuple[str, ...] = ()
+
+
+SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
+    ("conflict", "task_pair"): ScopeTable(
+        "task pairs", "cos", True, ("magnitude_similarity", "conflict_fraction", "cos_trend")
+    ),
+    ("conflict", "group_pair"): ScopeTable("sample groups", "group_cos", True),
+    ("conflict", "layer"): ScopeTable("per-layer conflict (layer@pair)", "cos", True),
+    ("conflict", "task"): ScopeTable("MGDA weights", "mgda_weight", False),
+    ("conflict", "sample"): ScopeTable("most conflicted samples (step:micro:sample)", "sample_cos", True),
+    ("coherence", "layer"): ScopeTable(
+        "layers", "m_coherence", True, ("gradient_diversity", "stiffness_cos")
+    ),
+    ("coherence", "group_pair"): ScopeTable("group stiffness", "stiffness_cos", True),
+    ("alignment", "layer"): ScopeTable("layers", "gwa", True),
+    ("alignment", "epoch"): ScopeTable("epochs", "epoch_score", None),
+    ("alignment", "sample"): ScopeTable("most misaligned samples (step:micro:sample)", "misaligned", True),
+    ("noise", "layer"): ScopeTable("layers", "b_simple", False, ("gsnr", "norm_test")),
+    ("stability", "layer"): ScopeTable(
+        "layers", "update_ratio", False, ("grad_norm", "grad_norm_rel", "init_distance", "dead", "frozen")
+    ),
+}
+
+
+def fmt(value: float) -> str:
+    """A number in 4 significant digits; '-' when missing."""
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def verdict_text(level: str) -> Text:
+    return Text(LEVEL_MARK.get(level, level), style=LEVEL_STYLE.get(level, ""))
+
+
+def evidence(verdict: Verdict) -> Text:
+    """The summary, then the deciding metric against its threshold and the source, dim."""
+    text = Text(verdict.summary)
+    if verdict.metric:
+        text.append(f"  {verdict.metric} {fmt(verdict.value)} vs {fmt(verdict.threshold)}", style="dim")
+    if verdict.source:
+        text.append(f"  [{verdict.source}]", style="dim italic")
+    return text
+
+
+def verdict_overview(verdicts: Sequence[Verdict]) -> RenderableType:
+    """One row per family: family, coloured verdict, the evidence in one line."""
+    table = Table(title="verdicts", title_justify="left", header_style="bold", show_edge=False,
+                  expand=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("evidence", ratio=1)
+    for verdict in verdicts:
+        table.add_row(verdict.family, verdict_text(verdict.level), evidence(verdict))
+    return table
+
+
+def curves(family: str, rows: pd.DataFrame, width: int = 40) -> RenderableType | None:
+    """Model-scope per-step metrics as sparklines with first, last, min and max."""
+    model = rows[(rows["scope"] == "model") & (rows["step"] >= 0)]
+    names = ordered(family, model["name"].unique())[:MAX_CURVES]
+    if not names:
+        return None
+    grid = Table.grid(padding=(0, 1))
+    for justify in ("left", "left", "right", "right", "right", "right"):
+        grid.add_column(justify=justify)  # type: ignore[arg-type]
+    grid.add_row(*(Text(h, style="dim") for h in ("", "", "first", "last", "min", "max")))
+    for name in names:
+        values = model[model["name"] == name].sort_values("step")["value"].to_numpy(float)
+        finite = values[np.isfinite(values)]
+        stats = (finite[0], finite[-1], finite.min(), finite.max()) if finite.size else (math.nan,) * 4
+        grid.add_row(Text(name, style="bold"), Text(sparkline(list(values), width), style="cyan"),
+                     *(fmt(v) for v in stats))
+    return grid
+
+
+def ordered(family: str, names: Iterable[str]) -> list[str]:
+    """Preferred names first (CURVES order), then the rest alphabetically; HIDDEN dropped."""
+    present = {str(n) for n in names} - HIDDEN
+    preferred = [n for n in CURVES.get(family, ()) if n in present]
+    return preferred + sorted(present - set(preferred))
+
+
+def run_values(rows: pd.DataFrame) -> RenderableType | None:
+    """Whole-run model values (step -1), e.g. alignment.early_stop_epoch, on one line."""
+    whole = rows[(rows["scope"] == "model") & (rows["step"] < 0)]
+    if whole.empty:
+        return None
+    text = Text("whole run: ", style="dim")
+    text.append("  ".join(f"{n} = {fmt(v)}" for n, v in zip(whole["name"], whole["value"])))
+    return text
+
+
+def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 20) -> RenderableType | None:
+    """Per key (layer, task pair, epoch...): the primary metric's trend, last and mean,
+    then the mean of the other metrics; worst rows first, at most MAX_ROWS. Whole-run
+    values (step -1: epochs, worst samples) get one value column instead of a trend."""
+    spec = SCOPE_TABLES.get((family, scope))
+    block = rows[rows["scope"] == scope]
+    if spec is None or block.empty or spec.primary not in set(block["name"]):
+        return None
+    primary = block[block["name"] == spec.primary].sort_values("step")
+    series = primary.groupby("key", sort=False)["value"]
+    means = series.mean()
+    order = _row_order(means, spec.ascending)
+    per_step = bool(series.size().max() > 1)  # else one value per key (epochs, samples)
+    averages = block.groupby(["name", "key"])["value"].mean()
+    others = [n for n in spec.others if n in set(block["name"])]
+    table = Table(title=spec.title, title_justify="left", show_edge=False, header_style="bold")
+    table.add_column(scope, overflow="fold", max_width=40)
+    headers = [f"{spec.primary} over steps", "last", "mean"] if per_step else [spec.primary]
+    for header in headers + others:
+        table.add_column(header, justify="left" if header.endswith("steps") else "right")
+    for key in order[:MAX_ROWS]:
+        values = series.get_group(key).to_numpy(float)
+        finite = values[np.isfinite(values)]
+        cells: list[Text | str] = [fmt(means[key])]
+        if per_step:
+            last = fmt(finite[-1] if finite.size else math.nan)
+            cells = [Text(sparkline(list(values), width), style="cyan"), last, fmt(means[key])]
+        others_cells = [fmt(averages.get((name, key), math.nan)) for name in others]
+        table.add_row(Text(str(key) or "(root)"), *cells, *others_cells)
+    if len(order) > MAX_ROWS:
+        table.caption = f"… {len(order) - MAX_ROWS} more (gradscope metrics RUN --family {family})"
+    return table
+
+
+def _row_order(means: pd.Series, ascending: bool | None) -> list[str]:
+    if ascending is None:
+        return sorted(means.index, key=lambda k: (len(str(k)), str(k)))  # "2" before "10"
+    return list(means.sort_values(ascending=ascending, na_position="last").index)
+
+
+def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None) -> RenderableType:
+    """A panel with the family's verdict and details, its curves, then its per-key tables."""
+    rows = metrics[metrics["family"] == family]
+    level = verdict.level if verdict else "ok"
+    parts: list[RenderableType] = []
+    if verdict is not None:
+        parts.append(Text.assemble(verdict_text(verdict.level), "  ", evidence(verdict)))
+        parts += [Text(f"  · {line}", style="dim") for line in verdict.details[:6]]
+    if rows.empty:
+        parts.append(Text("no metrics: the run did not record what this family needs", style="dim"))
+    for part in (curves(family, rows), run_values(rows)):
+        if part is not None:
+            parts.append(part)
+    for scope in sorted(set(rows["scope"]) - {"model"}):
+        table = scope_table(family, scope, rows)
+        if table is not None:
+            parts.append(table)
+    border = LEVEL_STYLE.get(level, "white").replace("bold ", "")
+    return Panel(Group(*parts), title=f"[bold]{family}[/bold]", title_align="left", border_style=border)
+
+
+def family_sections(metrics: pd.DataFrame, verdicts: Sequence[Verdict]) -> list[RenderableType]:
+    by_family = {v.family: v for v in verdicts}
+    return [family_section(f, metrics, by_family.get(f)) for f in FAMILIES]
