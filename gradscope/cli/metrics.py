@@ -1,7 +1,32 @@
-"""`gradscope metrics` (not yet written)."""
+"""``gradscope metrics RUN``: the tidy metrics table as JSON, CSV or Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from gradscope.report.export import MetricsFormat, select_family, write_metrics
+from gradscope.report.load import load_analysis
+from gradscope.store.reader import open_run
+
+
+def metrics(
+    run: Annotated[Path, typer.Argument(help="Run directory written by gradscope record.")],
+    family: Annotated[
+        str | None, typer.Option("--family", "-f", help="Only this family (conflict, noise, ...).")
+    ] = None,
+    format: Annotated[MetricsFormat, typer.Option("--format", help="Output format.")] = MetricsFormat.json,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write the tidy metrics table (run, step, family, name, scope, key, value).
+
+    Example: gradscope metrics runs/mlp --family noise | jq '.[] | select(.name == "b_simple")'
+    """
+    analysis = load_analysis(open_run(run), progress=True)
+    write_metrics(select_family(analysis.metrics, family), format, out)
+
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet."""
+    app.command()(metrics)

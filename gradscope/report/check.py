@@ -1,0 +1,235 @@
+"""``gradscope check``: evaluate rules (rules.py) against a run's analysis.
+
+Semantics of a metric rule ``family.name[selector].aggregation OP number``:
+
+- Rows: the metric's rows at model scope when there is no selector, else the rows whose
+  (scope, key) matches any selector item (glob patterns; an item without a scope matches
+  every scope but model). Whole-run rows (step -1) are included.
+- Each selected key is aggregated over its steps (in step order) and compared on its
+  own; the rule passes when every key passes, and reports the failing key (or, when
+  all pass, the key nearest the threshold).
+- last / first take the value as recorded: a NaN there fails the comparison. min, max,
+  mean, median, p95 skip NaN (non-finite values are caught by ``stability.nonfinite``);
+  count is the number of non-NaN values; any / all apply the comparison to each value
+  and pass when one / every value satisfies it (the value shown is how many did).
+- A rule whose metric has no rows cannot be evaluated: status "missing". That is bad
+  input (exit 2) unless the rule is ``optional`` or ``--allow-missing`` is given, when
+  it is reported as skipped. Otherwise exit 1 when any rule fails, 0 when all pass.
+
+A verdict rule ``verdict.<family|*> OP level`` compares the family's verdict level (the
+worst one for ``*``) with ok < warn < alert.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import operator
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gradscope.analysis.engine import Analysis
+from gradscope.analysis.types import LEVELS
+from gradscope.errors import GradscopeError
+from gradscope.report.rules import Rule, parse_rule
+
+Status = Literal["pass", "fail", "missing", "skipped"]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt,
+    ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "missing": "bold magenta", "skipped": "dim"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rule: Rule
+    status: Status
+    value: float = math.nan
+    shown: str = "-"  # the value as printed
+    key: str = ""  # the key that decided (failing, or nearest the threshold)
+    note: str = ""
+
+
+def load_config(path: Path) -> list[Rule]:
+    """Rules from a TOML file: ``[[rule]]`` tables with ``metric`` (the rule text), and
+    optional ``why`` (a comment shown with failures) and ``optional`` (missing is ok)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise GradscopeError("reading TOML configs needs Python >= 3.11 (tomllib)") from None
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise GradscopeError(f"cannot read config {path}: {err.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise GradscopeError(f"{path} is not valid TOML: {err}") from None
+    entries = document.get("rule", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise GradscopeError(f"{path}: 'rule' must be an array of tables ([[rule]])")
+    rules = []
+    for number, entry in enumerate(entries, 1):
+        unknown = set(entry) - {"metric", "why", "optional"}
+        if unknown or not isinstance(entry.get("metric"), str):
+            problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else "needs metric = \"...\""
+            raise GradscopeError(f"{path}: rule #{number} {problem}")
+        rules.append(parse_rule(entry["metric"], why=str(entry.get("why", "")),
+                                optional=bool(entry.get("optional", False))))
+    return rules
+
+
+def gather_rules(configs: Sequence[Path], texts: Sequence[str]) -> list[Rule]:
+    rules = [rule for path in configs for rule in load_config(path)] + [parse_rule(t) for t in texts]
+    if not rules:
+        raise GradscopeError("no rules to check: pass --config FILE or --rule 'noise.b_simple < 4096'")
+    return rules
+
+
+def aggregate(values: np.ndarray, how: str) -> float:
+    """One number from a key's values in step order (see the module docstring)."""
+    if how in ("last", "first"):
+        return float(values[-1] if how == "last" else values[0]) if values.size else math.nan
+    known = values[~np.isnan(values)]
+    if how == "count":
+        return float(known.size)
+    if not known.size:
+        return math.nan
+    reducers = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median,
+                "p95": lambda v: np.percentile(v, 95)}
+    return float(reducers[how](known))
+
+
+def selected(rule: Rule, metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = metrics[(metrics["family"] == rule.family) & (metrics["name"] == rule.name)]
+    if not rule.selectors:
+        return rows[rows["scope"] == "model"]
+    keep = np.zeros(len(rows), dtype=bool)
+    for item in rule.selectors:
+        scope_ok = rows["scope"] == item.scope if item.scope else rows["scope"] != "model"
+        key_ok = rows["key"].astype(str).map(lambda k, p=item.pattern: fnmatch.fnmatchcase(k, p))
+        keep |= (scope_ok & key_ok).to_numpy(bool)
+    return rows[keep]
+
+
+def _judge_key(rule: Rule, values: np.ndarray) -> tuple[bool, float, str]:
+    compare = COMPARE[rule.op]
+    if rule.aggregation in ("any", "all"):
+        known = values[~np.isnan(values)]
+        hits = sum(compare(float(v), rule.threshold) for v in known)
+        passed = hits > 0 if rule.aggregation == "any" else known.size > 0 and hits == known.size
+        return passed, float(hits), f"{hits}/{known.size} steps"
+    value = aggregate(values, rule.aggregation)
+    return compare(value, rule.threshold), value, f"{value:.4g}"
+
+
+def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
+    rows = selected(rule, metrics)
+    if rows.empty:
+        return Outcome(rule, "missing", note=f"no values for {rule.family}.{rule.name} in this run")
+    judged = {
+        _label(str(scope), str(key)): _judge_key(rule, block.sort_values("step")["value"].to_numpy(float))
+        for (scope, key), block in rows.groupby(["scope", "key"], sort=True)
+    }
+    failed = [(k, j) for k, j in judged.items() if not j[0]]
+    if failed:
+        key, (_, value, shown) = failed[0]
+        note = f"{len(failed)} of {len(judged)} keys fail" if len(judged) > 1 else ""
+        return Outcome(rule, "fail", value, shown, key, note)
+    key, (_, value, shown) = min(judged.items(), key=lambda kv: _distance(kv[1][1], rule.threshold))
+    note = f"all {len(judged)} keys pass" if len(judged) > 1 else ""
+    return Outcome(rule, "pass", value, shown, key, note)
+
+
+def _label(scope: str, key: str) -> str:
+    """How a selected key is named in the output: 'scope=key' ('' at model scope)."""
+    return "" if scope == "model" else f"{scope}={key}"
+
+
+def _distance(value: float, threshold: float) -> float:
+    gap = abs(value - threshold)
+    return gap if math.isfinite(gap) else math.inf
+
+
+def evaluate_verdict(rule: Rule, analysis: Analysis) -> Outcome:
+    verdicts = [v for v in analysis.verdicts if rule.name in ("*", v.family)]
+    if not verdicts:
+        return Outcome(rule, "missing", note=f"no verdict for {rule.name}")
+    worst = max(verdicts, key=lambda v: LEVELS.index(v.level))
+    level = LEVELS.index(worst.level)
+    passed = COMPARE[rule.op](level, int(rule.threshold))
+    return Outcome(rule, "pass" if passed else "fail", float(level), worst.level, worst.family,
+                   "" if passed else worst.summary)
+
+
+def run_checks(rules: Sequence[Rule], analysis: Analysis, allow_missing: bool = False) -> list[Outcome]:
+    outcomes = []
+    for rule in rules:
+        if rule.is_verdict:
+            outcome = evaluate_verdict(rule, analysis)
+        else:
+            outcome = evaluate_metric(rule, analysis.metrics)
+        if outcome.status == "missing" and (allow_missing or rule.optional):
+            outcome = Outcome(rule, "skipped", note=outcome.note)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def exit_code(outcomes: Sequence[Outcome]) -> int:
+    """2 when a rule could not be evaluated, else 1 when one failed, else 0."""
+    statuses = {o.status for o in outcomes}
+    return 2 if "missing" in statuses else 1 if "fail" in statuses else 0
+
+
+def missing_message(outcomes: Sequence[Outcome]) -> str:
+    missing = [o for o in outcomes if o.status == "missing"]
+    first = missing[0]
+    return (f"{len(missing)} rule(s) cannot be evaluated, e.g. {first.rule.text!r}: {first.note} "
+            "(the run lacks the table it needs; mark the rule optional = true or pass --allow-missing)")
+
+
+def outcome_table(outcomes: Sequence[Outcome], run: str) -> RenderableType:
+    """Rule, key, value, threshold, result; then one line per rule that did not pass."""
+    table = Table(title=f"gradscope check {run}", title_justify="left", header_style="bold", show_edge=False)
+    table.add_column("result", no_wrap=True)
+    table.add_column("rule", overflow="fold", ratio=3)
+    table.add_column("key", overflow="fold", ratio=2)
+    for column in ("value", "threshold"):
+        table.add_column(column, justify="right")
+    notes: list[RenderableType] = []
+    for o in outcomes:
+        style = STATUS_STYLE[o.status]
+        table.add_row(Text(o.status, style=style), Text(o.rule.text), Text(o.key), o.shown,
+                      f"{o.rule.op} {o.rule.threshold_text}")
+        if o.status != "pass":
+            line = Text(f"{o.status}: ", style=style)
+            line.append(o.rule.text, style="bold")
+            why = f"why: {o.rule.why}" if o.rule.why and o.status == "fail" else ""
+            line.append("".join(f"  {part}" for part in (o.note, why) if part))
+            notes.append(line)
+    return Group(table, *notes)
+
+
+def outcomes_json(outcomes: Sequence[Outcome], run: str) -> str:
+    records = [
+        {"rule": o.rule.text, "status": o.status, "key": o.key,
+         "value": o.value if math.isfinite(o.value) else None, "shown": o.shown, "op": o.rule.op,
+         "threshold": o.rule.threshold_text if o.rule.is_verdict or math.isinf(o.rule.threshold)
+         else o.rule.threshold,
+         "why": o.rule.why, "note": o.note}
+        for o in outcomes
+    ]
+    return json.dumps({"run": run, "exit_code": exit_code(outcomes), "rules": records}, indent=2)
+
+
+def write_json(outcomes: Sequence[Outcome], run: str) -> None:
+    sys.stdout.write(outcomes_json(outcomes, run) + "\n")
