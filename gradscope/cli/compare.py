@@ -1,7 +1,35 @@
-"""`gradscope compare` (not yet written)."""
+"""``gradscope compare RUN_A RUN_B``: two runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from gradscope.report.compare import comparison_renderables, write_compare_html
+from gradscope.report.load import load_analysis
+from gradscope.store.reader import open_run
+
+
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Run A (the baseline).")],
+    run_b: Annotated[Path, typer.Argument(help="Run B (the change).")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write both runs' curves overlaid.")
+    ] = None,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
+) -> None:
+    """Metrics (last and mean, B - A) and verdict changes of two runs."""
+    opened_a, opened_b = open_run(run_a), open_run(run_b)
+    a, b = load_analysis(opened_a, progress=True), load_analysis(opened_b, progress=True)
+    console = Console(no_color=no_color, highlight=False)
+    for renderable in comparison_renderables(opened_a.name, opened_b.name, a, b):
+        console.print(renderable)
+    if html is not None:
+        write_compare_html(opened_a, a, opened_b, b, html)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet."""
+    app.command()(compare)
