@@ -115,9 +115,9 @@ def selected(rule: Rule, metrics: pd.DataFrame) -> pd.DataFrame:
         return rows[rows["scope"] == "model"]
     keep = np.zeros(len(rows), dtype=bool)
     for item in rule.selectors:
-        scope_ok = rows["scope"] == item.scope if item.scope else rows["scope"] != "model"
-        key_ok = rows["key"].astype(str).map(lambda k, p=item.pattern: fnmatch.fnmatchcase(k, p))
-        keep |= (scope_ok & key_ok).to_numpy(bool)
+        scope_ok = (rows["scope"] == item.scope if item.scope else rows["scope"] != "model").to_numpy(bool)
+        key_ok = np.array([fnmatch.fnmatchcase(str(k), item.pattern) for k in rows["key"]], dtype=bool)
+        keep |= scope_ok & key_ok
     return rows[keep]
 
 
