@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from gradscope.record import scalars
+from gradscope.record import active, scalars
 from gradscope.record.config import RecordConfig
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
 from gradscope.record.names import ModuleNames
@@ -101,6 +101,7 @@ class Recorder(Callbacks):
         self._guard = Guard(self._report_failure)
         self._hooks = GlobalHooks(self, self._guard)
         self._engine = self._make_engine()
+        self._tasks: Any = None
         self._writer: ShardWriter | None = None
         self._pending = _Pending()
         self._stepping: Any = None
@@ -112,7 +113,8 @@ class Recorder(Callbacks):
         self._own_time = 0.0
         self._warned: set[str] = set()
         self._failures: list[dict[str, str]] = []
-        self._meta_written = False
+        self._layers_dirty = model is not None
+        self._layer_table: list[dict[str, Any]] = []
         self._active = False
 
     # lifecycle -------------------------------------------------------------------------
@@ -135,6 +137,7 @@ class Recorder(Callbacks):
                 return
         self._hooks.install()
         self._active = True
+        active.push(self)
 
     def close(self, status: str | None = None) -> None:
         """Remove the hooks, finish a pending hand-updated step, flush, update meta.json."""
@@ -143,6 +146,7 @@ class Recorder(Callbacks):
         self._guard("backward_begin", self._close_manual_step)()
         self._hooks.remove()
         self._active = False
+        active.pop(self)
         self._guard("writer", self._close_writer)()
         self._guard("meta.json", self._write_meta)(final=True, status=status if self._owns_meta else None)
 
@@ -160,11 +164,14 @@ class Recorder(Callbacks):
         self._warn(component, f"{component} failed and was disabled ({message}); training continues")
 
     def _warn(self, component: str, message: str) -> None:
+        """Every warning goes to events.jsonl and meta.json; only the first reaches stderr,
+        so a user's terminal gets one line however many parts of the recorder fail."""
         entry = {"component": component, "message": message, "step": self.step}
         self._failures.append(entry)
-        if component not in self._warned:
+        if not self._warned:
             self._warned.add(component)
-            print(f"gradscope: warning: {message}", file=sys.stderr, flush=True)
+            print(f"gradscope: warning: {message} (all recorder warnings: {self.run_dir}/"
+                  f"{run_meta.EVENTS_FILE})", file=sys.stderr, flush=True)
         try:
             run_meta.append_event(self.run_dir, {"level": "warning", "rank": self.rank, **entry})
         except OSError:
@@ -196,11 +203,27 @@ class Recorder(Callbacks):
     def _recorded(self) -> bool:
         return self.step % self.config.every == 0
 
+    # one-line API ----------------------------------------------------------------------
+
+    def set_groups(self, labels: Any) -> None:
+        """Group labels for the samples of the next backward (kept until replaced)."""
+        self._guard("groups", self._set_groups)(labels)
+
+    def _set_groups(self, labels: Any) -> None:
+        self._pending.groups = torch.as_tensor(labels).detach().reshape(-1).to(torch.int64)
+
+    def set_tasks(self, losses: dict[str, Any]) -> None:
+        self._guard("tasks", self._set_tasks)(losses)
+
+    def _set_tasks(self, losses: dict[str, Any]) -> None:
+        if self._tasks is not None and self._recorded() and torch.is_grad_enabled():
+            self._tasks.record(losses, self)
+
     # forward -------------------------------------------------------------------------
 
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
         if not self._explicit_model and self._names.module(module) is None:
-            self._names.add_root(module)
+            self._layers_dirty |= self._names.add_root(module)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self._engine is None or self._engine.suspended or not torch.is_grad_enabled():
@@ -380,13 +403,14 @@ class Recorder(Callbacks):
 
     # emission ----------------------------------------------------------------------------
 
-    def _init_distance(self, params: list[torch.Tensor], current: list[torch.Tensor]) -> torch.Tensor:
+    def _init_distance(self, params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
+        """||W_before - W_0|| per parameter; W_0 is the first snapshot seen (kept on the host)."""
         initial = []
-        for param, value in zip(params, current):
+        for param, value in zip(params, before):
             if param not in self._initial:
                 self._initial[param] = value.detach().to("cpu", copy=True)
             initial.append(self._initial[param])
-        return scalars.distances(params, initial)
+        return scalars.distances(before, initial)
 
     def _emit(
         self, optimizer: Any, params: list[torch.Tensor], per_param: dict[str, torch.Tensor],
@@ -421,7 +445,9 @@ class Recorder(Callbacks):
             micro_stats=pending.micro_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
-        if not self._meta_written:
+        if self._layers_dirty:
+            self._layers_dirty = False
+            self._layer_table = self._names.layer_table(self._coverage)
             self._write_meta(final=False)
         self._last_step_end = now
         self._own_time = 0.0
@@ -438,11 +464,12 @@ class Recorder(Callbacks):
     def _write_meta(self, final: bool, status: str | None = None) -> None:
         if self.rank != 0:
             return
-        self._meta_written = True
+        if self._names.roots():  # the model may be gone by the time the process exits
+            self._layer_table = self._names.layer_table(self._coverage)
         fields: dict[str, Any] = {
             "torch_version": torch.__version__,
             "world_size": self.world_size,
-            "layers": self._names.layer_table(self._coverage),
+            "layers": self._layer_table,
             "steps": self.step,
         }
         if final:

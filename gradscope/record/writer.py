@@ -54,7 +54,7 @@ class ShardWriter:
         self.shard_rows = shard_rows
         self.flush_seconds = flush_seconds
         self.dropped = 0
-        self.failed: str | None = None
+        self.failed_tables: set[str] = set()
         self._on_error = on_error
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max_queue)
         self._buffers: dict[str, list[pa.RecordBatch]] = {}
@@ -66,8 +66,6 @@ class ShardWriter:
 
     def put(self, batch: Batch) -> None:
         """Queue a batch; drops it (and counts) when the queue is full."""
-        if self.failed is not None:
-            return
         try:
             self._queue.put_nowait(batch)
         except queue.Full:
@@ -90,14 +88,13 @@ class ShardWriter:
             try:
                 for table, rows in (item() if callable(item) else item).items():
                     self._append(table, rows)
-                if time.monotonic() - self._last_flush > self.flush_seconds:
-                    self._flush_all()
             except Exception as err:  # noqa: BLE001 - the writer must never take training down
-                self._fail(err)
-                return
+                self._fail("rows", err)
+            if time.monotonic() - self._last_flush > self.flush_seconds:
+                self._flush_all()
 
     def _append(self, table: str, rows: Rows) -> None:
-        if not rows:
+        if not rows or table in self.failed_tables:
             return
         batch = pa.RecordBatch.from_pydict(rows, schema=TABLES[table])
         self._buffers.setdefault(table, []).append(batch)
@@ -107,7 +104,10 @@ class ShardWriter:
 
     def _flush_all(self) -> None:
         for table in list(self._buffers):
-            self._flush(table)
+            try:
+                self._flush(table)
+            except Exception as err:  # noqa: BLE001 - one table failing keeps the others
+                self._fail(table, err)
         self._last_flush = time.monotonic()
 
     def _flush(self, table: str) -> None:
@@ -125,12 +125,8 @@ class ShardWriter:
         pq.write_table(arrow_table, tmp)
         os.replace(tmp, final)
 
-    def _fail(self, err: Exception) -> None:
-        self.failed = f"shard writer stopped: {type(err).__name__}: {err}"
-        self._on_error(self.failed)
-        # Drain so that put() callers never see a full queue because of us.
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
+    def _fail(self, table: str, err: Exception) -> None:
+        """Stop writing ``table`` (the others go on) and report it once."""
+        self.failed_tables.add(table)
+        self._buffers.pop(table, None)
+        self._on_error(f"writing {table} stopped: {type(err).__name__}: {err}")

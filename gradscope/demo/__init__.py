@@ -1,0 +1,1 @@
+"""The built-in demo: ``gradscope demo`` records ``python -m gradscope.demo.train``."""
