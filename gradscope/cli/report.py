@@ -30,7 +30,7 @@ def report(
     if html is not None:
         write_html(opened, analysis, html)
         if not quiet:
-            Console(stderr=True, no_color=no_color).print(f"HTML report written to {html}")
+            Console(stderr=True, no_color=no_color).print(f"HTML report written to {html}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

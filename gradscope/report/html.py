@@ -9,6 +9,7 @@ placed in the page; figures carry such names only inside their pixels.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wi
         if verdict.details:
             lede += '<ul class="details">' + "".join(f"<li>{esc(d)}</li>" for d in verdict.details[:6])
             lede += "</ul>"
-    anchor = esc(title.split()[0].strip(":").lower())
+    anchor = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return f'<section class="{classes}" id="{anchor}">{head}</h2>{lede}{"".join(parts)}</section>'
 
 

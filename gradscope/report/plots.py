@@ -56,6 +56,12 @@ def to_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def wide_positive(columns: Sequence[pd.Series]) -> bool:
+    """True when every value is > 0 and they span more than a decade (worth a log axis)."""
+    values = pd.concat(list(columns)).dropna()
+    return bool(len(values) and (values > 0).all() and values.max() > 10 * values.min())
+
+
 def series(metrics: pd.DataFrame, family: str, name: str, scope: str = "model") -> pd.DataFrame:
     """Rows of one metric (step >= 0), sorted by step; columns step, key, value."""
     rows = metrics[(metrics["family"] == family) & (metrics["name"] == name) & (metrics["scope"] == scope)]
@@ -81,7 +87,7 @@ def line_plot(
             ax.plot(frame["step"], frame["value"], label=label, lw=1.4)
         for y, colour, label in guides:
             ax.axhline(y, color=colour, ls="--", lw=1, label=label)
-        if log and all((f["value"].dropna() > 0).all() for f in lines.values()):
+        if log and wide_positive([f["value"] for f in lines.values()]):
             ax.set_yscale("log")
         if decorate is not None:
             decorate(ax)
@@ -139,7 +145,7 @@ def loss_and_grad(metrics: pd.DataFrame, spike_z: float = 6.0) -> str | None:
             left.legend()
         left.set_title("loss", loc="left")
         right.plot(norm["step"], norm["value"], lw=1.4, color="#f59e0b")
-        if len(norm) and (norm["value"].dropna() > 0).all():
+        if len(norm) and wide_positive([norm["value"]]):
             right.set_yscale("log")
         right.set_title("global gradient norm", loc="left")
         for ax in (left, right):
