@@ -34,24 +34,41 @@ def _result(proc: subprocess.CompletedProcess, reference: Path | None) -> Result
     return Result(proc.returncode, proc.stdout, proc.stderr, data)
 
 
-def run_plain(command: list[str], tmp: Path, env: dict[str, str] | None = None, cwd: Path = SCRIPTS) -> Result:
+def run_plain(
+    command: list[str], tmp: Path, env: dict[str, str] | None = None, cwd: Path = SCRIPTS
+) -> Result:
     reference = tmp / "reference-plain.json"
-    proc = subprocess.run(command, cwd=cwd, env=_env(reference, env), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        command, cwd=cwd, env=_env(reference, env), capture_output=True, text=True, timeout=300
+    )
     return _result(proc, reference)
 
 
-def gradscope(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-              reference: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gradscope", *args], cwd=cwd, env=_env(reference, env),
-                          capture_output=True, text=True, timeout=300)
+def gradscope(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, reference: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gradscope", *args],
+        cwd=cwd,
+        env=_env(reference, env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-def run_recorded(command: list[str], run_dir: Path, tmp: Path, options: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, cwd: Path = SCRIPTS) -> Result:
+def run_recorded(
+    command: list[str],
+    run_dir: Path,
+    tmp: Path,
+    options: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path = SCRIPTS,
+) -> Result:
     reference = tmp / "reference-recorded.json"
-    proc = gradscope("record", "--out", str(run_dir), *options, "--", *command, env=env, cwd=cwd,
-                     reference=reference)
+    proc = gradscope(
+        "record", "--out", str(run_dir), *options, "--", *command, env=env, cwd=cwd, reference=reference
+    )
     return _result(proc, reference)
 
 

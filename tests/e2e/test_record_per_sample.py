@@ -36,8 +36,11 @@ def _reference_step0(module) -> dict[str, dict[str, np.ndarray]]:
     for layer, entries in layers.items():
         flat = np.concatenate([by_id[id(p)].detach().flatten(1).double().numpy() for _, p in entries], 1)
         weights = np.concatenate([p.detach().reshape(-1).double().numpy() for _, p in entries])
-        expected[layer] = {"norm2": (flat**2).sum(1), "weight_dot": flat @ weights,
-                           "dot_scale": np.sqrt((flat**2).sum(1)).max() * np.linalg.norm(weights)}
+        expected[layer] = {
+            "norm2": (flat**2).sum(1),
+            "weight_dot": flat @ weights,
+            "dot_scale": np.sqrt((flat**2).sum(1)).max() * np.linalg.norm(weights),
+        }
     return expected
 
 
@@ -59,7 +62,9 @@ def test_per_sample_shards_match_a_naive_loop(script, tmp_path):
             # <g_i, W> can cancel to ~0 (scale-invariant layers): compare on the scale of
             # ||g_i|| ||W||, the denominator of the alignment cosine
             scale = want["dot_scale"] if column == "weight_dot" else np.abs(want[column]).max() + 1e-30
-            np.testing.assert_allclose(got, want[column], rtol=RTOL, atol=RTOL * scale, err_msg=f"{layer}.{column}")
+            np.testing.assert_allclose(
+                got, want[column], rtol=RTOL, atol=RTOL * scale, err_msg=f"{layer}.{column}"
+            )
     grams = run.table("gram")
     gram0 = grams[(grams["step"] == 0) & (grams["micro"] == 0)]
     for _, row in gram0.iterrows():

@@ -19,7 +19,9 @@ def test_python_dash_m_module(tmp_path):
 
 def test_two_models_two_optimizers(tmp_path):
     plain = run_plain(python("train_gan.py"), tmp_path)
-    recorded = run_recorded(python("train_gan.py"), tmp_path / "run", tmp_path, options=("--profile", "minimal"))
+    recorded = run_recorded(
+        python("train_gan.py"), tmp_path / "run", tmp_path, options=("--profile", "minimal")
+    )
     assert recorded.stdout == plain.stdout
     run = open_run(tmp_path / "run")
     steps = run.table("steps").sort_values("step")
@@ -31,8 +33,9 @@ def test_two_models_two_optimizers(tmp_path):
 def test_a_failing_hook_disables_itself_and_training_goes_on(tmp_path):
     env = {"GS_SABOTAGE": "1"}
     plain = run_plain(python("train_sabotaged.py"), tmp_path)
-    recorded = run_recorded(python("train_sabotaged.py"), tmp_path / "run", tmp_path,
-                            options=("--profile", "minimal"), env=env)
+    recorded = run_recorded(
+        python("train_sabotaged.py"), tmp_path / "run", tmp_path, options=("--profile", "minimal"), env=env
+    )
     assert recorded.returncode == 0
     assert recorded.stdout == plain.stdout
     warnings = [line for line in recorded.stderr.splitlines() if line.startswith("gradscope: warning")]
@@ -46,13 +49,16 @@ def test_unwritable_shard_folder_warns_once_and_training_goes_on(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "steps").write_text("a file where a folder should be")
-    recorded = run_recorded(python("train_sabotaged.py"), run_dir, tmp_path,
-                            options=("--profile", "minimal", "--force"))
+    recorded = run_recorded(
+        python("train_sabotaged.py"), run_dir, tmp_path, options=("--profile", "minimal", "--force")
+    )
     assert recorded.returncode == 0
     assert recorded.stdout.count("loss") == 4
     warnings = [line for line in recorded.stderr.splitlines() if line.startswith("gradscope: warning")]
     assert len(warnings) == 1 and "writer" in warnings[0]
-    assert any("writer" in f["component"] for f in json.loads((run_dir / "meta.json").read_text())["failures"])
+    assert any(
+        "writer" in f["component"] for f in json.loads((run_dir / "meta.json").read_text())["failures"]
+    )
 
 
 def test_torch_save_of_the_model_is_unchanged(tmp_path):

@@ -80,7 +80,9 @@ def test_exit_code_and_streams_pass_through(tmp_path):
 
 
 def test_every_n_records_scalars_every_step_and_layers_every_n(tmp_path):
-    _, _, run = _record_and_compare("train_mlp_adam.py", tmp_path, options=("--profile", "minimal", "--every", "3"))
+    _, _, run = _record_and_compare(
+        "train_mlp_adam.py", tmp_path, options=("--profile", "minimal", "--every", "3")
+    )
     steps = run.table("steps")
     assert len(steps) == 6 and steps["loss"].notna().all()
     assert sorted(run.table("layers")["step"].unique()) == [0, 3]

@@ -21,8 +21,10 @@ class CNN(nn.Module):
 def build():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(16, 3, 8, 8, generator=generator), torch.randint(0, 5, (16,), generator=generator))
-               for _ in range(3)]
+    batches = [
+        (torch.randn(16, 3, 8, 8, generator=generator), torch.randint(0, 5, (16,), generator=generator))
+        for _ in range(3)
+    ]
     return CNN(), batches
 
 

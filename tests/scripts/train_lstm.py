@@ -20,8 +20,10 @@ class Classifier(nn.Module):
 def build():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(6, 5, 4, generator=generator), torch.randint(0, 3, (6,), generator=generator))
-               for _ in range(3)]
+    batches = [
+        (torch.randn(6, 5, 4, generator=generator), torch.randint(0, 3, (6,), generator=generator))
+        for _ in range(3)
+    ]
     return Classifier(), batches
 
 
