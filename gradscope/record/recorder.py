@@ -462,7 +462,9 @@ class Recorder(Callbacks):
         return self._optimizer_index[optimizer]
 
     def _write_meta(self, final: bool, status: str | None = None) -> None:
-        if self.rank != 0:
+        # A process that saw no training (torchrun's launcher, a DataLoader worker) writes nothing.
+        saw_nothing = not self.steps_emitted and not self._failures and status is None
+        if self.rank != 0 or saw_nothing:
             return
         if self._names.roots():  # the model may be gone by the time the process exits
             self._layer_table = self._names.layer_table(self._coverage)

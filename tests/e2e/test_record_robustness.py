@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from gradscope.store.reader import open_run
 from tests.e2e.harness import SCRIPTS, gradscope, python, run_plain, run_recorded
@@ -119,3 +120,16 @@ def test_corrupt_shard_is_skipped_and_reported(tmp_path):
     assert proc.returncode == 0
     assert "unreadable shard skipped" in proc.stdout
     assert SCRIPTS.exists()
+
+
+def test_torchrun_workers_record_their_own_rank(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc-per-node", "2", str(SCRIPTS / "train_ddp.py")]
+    recorded = run_recorded(command, tmp_path / "run", tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.count("step") == 3
+    run = open_run(tmp_path / "run")
+    steps = run.table("steps")
+    assert sorted(steps["rank"].unique()) == [0, 1] and len(steps) == 6
+    assert set(run.table("samples")["rank"]) == {0, 1}
+    assert run.meta["world_size"] == 2 and run.meta["layers"], "the launcher clobbered meta.json"
