@@ -438,7 +438,7 @@ class Recorder(Callbacks):
             hparams=_hparams(optimizer),
             losses=pending.losses,
             loss_scale=pending.loss_scale,
-            per_sample_scale=_as_float(pending.per_sample_factor),
+            per_sample_scale=_scale_value(pending.per_sample_factor),
             batch_size=pending.batch_size if pending.micro_stats else -1,
             params=[self._names.param(p) for p in params] if recorded else [],
             per_param=per_param if recorded else {},
@@ -514,12 +514,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _as_float(value: Any) -> float:
+def _scale_value(value: Any) -> float | torch.Tensor:
+    """A float, or a 0-dim tensor read later in the writer thread (never synced here)."""
     if value is None:
         return math.nan
-    if isinstance(value, torch.Tensor):
-        return math.nan if value.device.type != "cpu" else float(value)
-    return float(value)
+    return value.detach() if isinstance(value, torch.Tensor) else float(value)
 
 
 def _asdict(config: RecordConfig) -> dict[str, Any]:

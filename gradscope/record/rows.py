@@ -69,7 +69,7 @@ class StepRecord:
     hparams: list[dict[str, Any]]
     losses: list[torch.Tensor] = field(default_factory=list)
     loss_scale: torch.Tensor | None = None
-    per_sample_scale: float = math.nan
+    per_sample_scale: float | torch.Tensor = math.nan  # a tensor with a GradScaler
     batch_size: int = -1
     # per-parameter values (same order as params); None when not recorded
     params: list[tuple[str, str]] = field(default_factory=list)
@@ -80,7 +80,9 @@ class StepRecord:
         """Launch the host copies now; the returned callable builds the rows later."""
         loss = torch.stack([x.detach().double().sum() for x in self.losses]).sum() if self.losses else None
         names = list(self.per_param)
-        tensors = [loss, self.loss_scale] + [self.per_param[n] for n in names]
+        scale = self.per_sample_scale
+        scale_tensor = scale.reshape(()) if isinstance(scale, torch.Tensor) else None
+        tensors = [loss, self.loss_scale, scale_tensor] + [self.per_param[n] for n in names]
         micro = [
             HostCopy([*m.norm2, *m.weight_dot, *m.sketch, *m.gram, m.groups])
             for m in self.micro_stats
@@ -89,7 +91,9 @@ class StepRecord:
 
         def build() -> dict[str, Rows]:
             values = copy.get()
-            per_param = dict(zip(names, values[2:]))
+            per_param = dict(zip(names, values[3:]))
+            if values[2] is not None:
+                self.per_sample_scale = float(values[2])
             tables = {"steps": self._step_row(values[0], values[1], per_param)}
             if self.params and per_param:
                 tables["layers"] = self._layer_rows(per_param)
