@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from gradscope.store.reader import open_run
 from tests.e2e.harness import SCRIPTS, gradscope, python, run_plain, run_recorded
 
@@ -133,3 +135,15 @@ def test_torchrun_workers_record_their_own_rank(tmp_path):
     assert sorted(steps["rank"].unique()) == [0, 1] and len(steps) == 6
     assert set(run.table("samples")["rank"]) == {0, 1}
     assert run.meta["world_size"] == 2 and run.meta["layers"], "the launcher clobbered meta.json"
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_dataloader_workers_stay_silent(start_method, tmp_path):
+    command = python("train_dataloader.py", start_method)
+    plain = run_plain(command, tmp_path)
+    recorded = run_recorded(command, tmp_path / "run", tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout == plain.stdout
+    run = open_run(tmp_path / "run")
+    assert len(run.table("steps")) == 4 and set(run.table("steps")["rank"]) == {0}
+    assert run.meta["layers"] and not run.meta["failures"]
