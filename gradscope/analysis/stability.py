@@ -18,7 +18,11 @@ from gradscope.analysis.types import Level, Verdict
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
 SPIKE_Z = 6.0  # robust z above which a value is a spike
 WINDOW = 20  # trailing steps for the rolling median / MAD and the flip rate
-UPDATE_RATIO_BAND = (1e-4, 1e-2)  # one decade either side of Karpathy's ~1e-3
+# Two decades either side of Karpathy's ~1e-3 (CS231n, "ratio of weights:updates"). One
+# decade flagged every healthy twin in tests/clinic (tiny nets trained briefly run at
+# 1e-2..5e-2 in the head, deep ReLU nets at ~1e-4 in the first layer); 1e-1 rewrites a
+# layer in ~10 steps, 1e-5 leaves it unchanged over ~1e5 steps. configs/default.toml gates 1e-1.
+UPDATE_RATIO_BAND = (1e-5, 1e-1)
 RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
 VANISH, EXPLODE = 1e-3, 1e3  # layer grad norm relative to the step's median layer
 
@@ -188,7 +192,8 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     against the previous 20 steps), a layer with exactly zero gradient (dead) or zero update
     (frozen) on 2+ recorded steps, a layer whose median grad norm is < 1e-3 or > 1e3 times
     the median layer's (Pascanu et al. 2013), or a median update/weight ratio outside
-    [1e-4, 1e-2] (Karpathy's ~1e-3 rule of thumb, as Cockpit's update-size instrument).
+    [1e-5, 1e-1] (two decades around Karpathy's ~1e-3 rule of thumb, as Cockpit's
+    update-size instrument).
     """
     source = "robust z > 6; Pascanu 2013; Karpathy update ratio ~1e-3"
     if not len(rows):

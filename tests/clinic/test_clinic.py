@@ -1,0 +1,142 @@
+"""The clinic: tiny training scripts with a planted pathology and a healthy twin.
+
+Each case is recorded with ``gradscope record`` in a subprocess, as a user would run it,
+once per module (all cases side by side, one process per CPU). A pathology must get a
+warn or alert from the family that names it; a healthy twin must get neither in any
+family. docs/clinic.md holds the table of cases and the evidence; run this file as a
+script (``python -m tests.clinic.test_clinic``) to print that table afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gradscope.analysis.engine import Analysis, analyze
+from gradscope.analysis.types import Verdict
+from gradscope.store.reader import open_run
+from tests.e2e.harness import gradscope
+
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+TABLES = ("steps", "layers", "samples", "gram", "tasks", "task_samples")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # the script tests/clinic/cases/<name>.py; --healthy gives the twin
+    family: str  # the verdict family that must fire on the pathology
+    planted: str  # one line for the table
+    options: tuple[str, ...] = ()  # extra `gradscope record` options
+
+
+CASES = (
+    Case("label_noise", "coherence", "90% of labels replaced by random classes"),
+    Case(
+        "conflicting_tasks",
+        "conflict",
+        "two sources with opposite targets (y_b = -y_a) through one model",
+        ("--profile", "full"),
+    ),
+    Case("lr_edge", "stability", "SGD at lr = 2.5 / lambda_max (edge: 2 / lambda_max)"),
+    Case("vanishing", "stability", "12-layer sigmoid MLP, default init"),
+    Case("dead_layer", "stability", "ReLU layer with bias -20: zero output, zero gradient"),
+    Case("batch_noise", "noise", "full batch 2048 on a problem with B_simple ~ 30"),
+)
+VARIANTS = ("pathology", "healthy")
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
+
+
+def _record(case: Case, variant: str, root: Path) -> tuple[Path, str]:
+    """Record one script; returns the run directory and the recorder's output."""
+    run_dir = root / f"{case.name}-{variant}"
+    command = [sys.executable, str(CASES_DIR / f"{case.name}.py")]
+    command += ["--healthy"] if variant == "healthy" else []
+    proc = gradscope("record", "--out", str(run_dir), *case.options, "--", *command, cwd=CASES_DIR)
+    output = f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return run_dir, output
+
+
+def _analyze(run_dir: Path) -> Analysis:
+    run = open_run(run_dir)
+    tables = {name: run.table(name) for name in TABLES}
+    return analyze(tables, run=run.name, meta=run.meta)
+
+
+def record_all(root: Path) -> dict[tuple[str, str], tuple[Path, str]]:
+    """Every case and twin, recorded side by side (one process per CPU)."""
+    jobs = [(case, variant) for case in CASES for variant in VARIANTS]
+    with ThreadPoolExecutor(max_workers=min(_cpus(), len(jobs))) as pool:
+        done = pool.map(lambda job: _record(*job, root), jobs)
+        return {(case.name, variant): result for (case, variant), result in zip(jobs, done, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, str]]:
+    return record_all(tmp_path_factory.mktemp("clinic"))
+
+
+def _verdicts(clinic: dict, case: Case, variant: str) -> dict[str, Verdict]:
+    run_dir, output = clinic[(case.name, variant)]
+    assert output.startswith("exit 0"), f"{case.name} ({variant}) failed under gradscope record:\n{output}"
+    assert open_run(run_dir).meta["status"] == "finished"
+    return {v.family: v for v in _analyze(run_dir).verdicts}
+
+
+def _show(verdicts: dict[str, Verdict]) -> str:
+    return "\n".join(f"  {v.family}: {v.level}: {v.summary}" for v in verdicts.values())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_pathology_fires_in_its_family(clinic: dict, case: Case) -> None:
+    verdicts = _verdicts(clinic, case, "pathology")
+    verdict = verdicts[case.family]
+    assert verdict.level in ("warn", "alert"), f"{case.name}: {case.family} missed it\n{_show(verdicts)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_healthy_twin_is_quiet(clinic: dict, case: Case) -> None:
+    verdicts = _verdicts(clinic, case, "healthy")
+    loud = [v for v in verdicts.values() if v.level != "ok"]
+    assert not loud, f"{case.name} healthy twin: false alarm\n{_show(verdicts)}"
+
+
+def _table_row(case: Case, pathology: Verdict, healthy: dict[str, Verdict]) -> str:
+    quiet = all(v.level == "ok" for v in healthy.values())
+    twin = healthy[case.family]
+    return (
+        f"| {case.name} | {case.planted} | {case.family} | {pathology.level} | {pathology.summary} "
+        f"({pathology.metric} = {pathology.value:.3g} vs {pathology.threshold:.3g}) | "
+        f"{'all ok' if quiet else 'NOT QUIET'}; {twin.metric or case.family} = {twin.value:.3g} |"
+    )
+
+
+def main() -> None:
+    """Record the clinic into ./clinic-runs and print the docs/clinic.md table."""
+    root = Path("clinic-runs").resolve()
+    root.mkdir(exist_ok=True)
+    runs = record_all(root)
+    print("| case | planted | family | level | evidence (value vs threshold) | healthy twin |")
+    print("|---|---|---|---|---|---|")
+    for case in CASES:
+        verdicts = {
+            variant: {v.family: v for v in _analyze(runs[(case.name, variant)][0]).verdicts}
+            for variant in VARIANTS
+        }
+        print(_table_row(case, verdicts["pathology"][case.family], verdicts["healthy"]))
+        for variant in VARIANTS:
+            print(f"<!-- {case.name} {variant}:\n{_show(verdicts[variant])} -->", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
