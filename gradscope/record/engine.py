@@ -15,18 +15,20 @@ loss, so scale = B) and clears the state. See docs/per-sample-engine.md.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
-from gradscope.record.kernels import FACTORED, FALLBACK, KernelRegistry
+from gradscope.record.kernels import FACTORED, FALLBACK, NORM_AFFINE, KernelRegistry
 from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs
 from gradscope.record.kernels.fallback import replay_problem
 from gradscope.record.kernels.sketch import SketchProjections
-from gradscope.record.kernels.stats import ParamStats, parameter_stats
+from gradscope.record.kernels.stats import ParamStats, parameter_stats, task_dots
 
 BATCHNORM_TRAIN = "BatchNorm in train mode couples samples: per-sample gradients are not defined"
 
@@ -75,6 +77,16 @@ class _Use:
     waiting: int
     generation: int
     done: bool = False
+    edges: list[Any] = field(default_factory=list)  # GradientEdge per hooked output (tasks)
+
+
+@dataclass
+class TaskTargets:
+    """Pending module calls whose per-sample gradients can be split by task (see
+    ``PerSampleEngine.task_targets``); ``edges`` are their hooked outputs, in order."""
+
+    uses: list[_Use]
+    edges: list[Any]
 
 
 @dataclass
@@ -171,6 +183,7 @@ class PerSampleEngine:
             grads=[None] * len(slots),
             waiting=len(slots),
             generation=self._generation,
+            edges=[get_gradient_edge(flat[s]) for s in slots],
         )
         for attr, param in params.items():
             entry = self._entries.get(id(param))
@@ -243,7 +256,7 @@ class PerSampleEngine:
                 self._entries[id(param)].failed = True
         finally:
             self._in_kernel = False
-            use.inputs, use.grads = None, []
+            use.inputs, use.grads, use.edges = None, [], []
         for attr, param in use.params.items():
             entry = self._entries[id(param)]
             if attr in contributions:
@@ -282,6 +295,91 @@ class PerSampleEngine:
         return parameter_stats(
             param, entry.contributions, projection, self.config.gram, self.config.route
         )
+
+    # ----------------------------------------------------------------- per-sample tasks
+    def task_targets(self) -> TaskTargets:
+        """The pending calls whose kernels can split per-sample gradients by task.
+
+        Factored (Linear, Conv, Embedding, GPT-2 Conv1D) and norm-affine families only:
+        the torch.func fallback would replay the module once per task, so its layers are
+        left out of per-sample task conflict. Call between the forward and the backward;
+        differentiate the tasks with respect to ``edges`` and pass the result to
+        ``task_sample_gram``.
+        """
+        uses = [
+            use
+            for use in self._uses
+            if use.generation == self._generation and not use.done and use.inputs is not None
+            and use.edges and use.name not in self._disabled
+            and self._registry.lookup(use.module)[0] in (FACTORED, NORM_AFFINE)
+        ]
+        return TaskTargets(uses=uses, edges=[edge for use in uses for edge in use.edges])
+
+    def task_sample_gram(
+        self, targets: TaskTargets, output_grads: Sequence[Tensor | None], tasks: int
+    ) -> dict[str, Tensor]:
+        r"""Per layer, D[i, a, b] = <g_i^a, g_i^b>: [B, K, K] per-sample cross-task dots.
+
+        ``output_grads[e]`` is [K, *output shape] (row k: the gradient of task k's summed
+        per-sample loss with respect to ``targets.edges[e]``), or None when no task reaches
+        that output. Row i of an output gradient is then sample i's own loss gradient, so D
+        is in the per-sample-loss convention (no rescaling). Each call's kernel runs once
+        per task; ``kernels.stats.task_dots`` combines a parameter's uses. A layer is
+        reported only when every use of each of its parameters is a target. Does not touch
+        the state ``collect`` uses; raises on failure (the caller guards).
+        """
+        batch = self._batch_size
+        if batch is None or not targets.uses:
+            return {}
+        targeted: dict[int, int] = {}
+        for use in targets.uses:
+            for param in use.params.values():
+                targeted[id(param)] = targeted.get(id(param), 0) + 1
+        layers = self._task_layers(targeted)
+        per_param: dict[int, list[list[Contribution]]] = {}
+        grads = iter(output_grads)
+        for use in targets.uses:
+            use_grads = [next(grads) for _ in use.edges]
+            if all(g is None for g in use_grads) or not all(
+                self._entries[id(p)].layer in layers for p in use.params.values()
+            ):
+                continue
+            for task in range(tasks):
+                for attr, contribution in self._task_contributions(use, use_grads, task).items():
+                    slots = per_param.setdefault(id(use.params[attr]), [[] for _ in range(tasks)])
+                    slots[task].append(contribution)
+        result: dict[str, Tensor] = {}
+        for layer in self._layer_order:
+            for entry in layers.get(layer, []):
+                contributions = per_param.get(id(entry.param), [[] for _ in range(tasks)])
+                dots = task_dots(entry.param, contributions, batch, self.config.route)
+                result[layer] = dots if layer not in result else result[layer] + dots
+        return result
+
+    def _task_layers(self, targeted: dict[int, int]) -> dict[str, list[_Entry]]:
+        """Layers all of whose parameters have every pending use among the targets."""
+        layers: dict[str, list[_Entry]] = {}
+        excluded: set[str] = set(self._failed_layers)
+        for entry in self._entries.values():
+            whole = targeted.get(id(entry.param), 0) == entry.remaining > 0
+            if entry.failed or entry.finished or id(entry.param) in self._uncaptured or not whole:
+                excluded.add(entry.layer)
+            layers.setdefault(entry.layer, []).append(entry)
+        return {name: entries for name, entries in layers.items() if name not in excluded}
+
+    def _task_contributions(
+        self, use: _Use, grads: list[Tensor | None], task: int
+    ) -> dict[str, Contribution]:
+        """One call's kernel on task ``task``'s output gradients (missing ones are zeros)."""
+        backprops = tuple(
+            g[task] if g is not None else torch.zeros(shape, dtype=dtype, device=device)
+            for g, (shape, dtype, device) in zip(grads, use.out_meta, strict=True)
+        )
+        self._in_kernel = True
+        try:
+            return use.kernel(use.module, use.inputs, backprops)
+        finally:
+            self._in_kernel = False
 
     # ----------------------------------------------------------------- end of backward
     def collect(self, scale: float | Tensor) -> dict[str, LayerStats]:

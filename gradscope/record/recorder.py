@@ -34,6 +34,7 @@ from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
 from gradscope.record.names import ModuleNames
 from gradscope.record.reduction import Reduction, detect_reduction, per_sample_factor
 from gradscope.record.rows import MicroStats, StepRecord
+from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
 
@@ -54,6 +55,7 @@ class _Pending:
     manual: dict[str, Any] | None = None  # no-optimizer bookkeeping
     pre: dict[str, Any] | None = None  # optimizer pre-hook values
     groups: torch.Tensor | None = None
+    task_stats: list[TaskStats] = field(default_factory=list)  # one per gradscope.tasks() call
 
 
 class Recorder(Callbacks):
@@ -101,7 +103,9 @@ class Recorder(Callbacks):
         self._guard = Guard(self._report_failure)
         self._hooks = GlobalHooks(self, self._guard)
         self._engine = self._make_engine()
-        self._tasks: Any = None
+        # Always on: tasks() is opt-in, and its Grams need no per-sample engine (the engine,
+        # when there is one, adds per-sample cross-task conflict for [B] losses).
+        self._tasks: TaskRecorder | None = TaskRecorder()
         self._writer: ShardWriter | None = None
         self._pending = _Pending()
         self._stepping: Any = None
@@ -216,8 +220,16 @@ class Recorder(Callbacks):
         self._guard("tasks", self._set_tasks)(losses)
 
     def _set_tasks(self, losses: dict[str, Any]) -> None:
-        if self._tasks is not None and self._recorded() and torch.is_grad_enabled():
-            self._tasks.record(losses, self)
+        pending = self._pending
+        if self._tasks is None or not self._recorded() or not torch.is_grad_enabled():
+            return
+        if pending.closure and pending.backward_calls:  # later closure evaluations (LBFGS)
+            return
+        started = time.perf_counter()
+        stats = self._tasks.record(losses, self)
+        if stats is not None:
+            pending.task_stats.append(stats)
+        self._own_time += time.perf_counter() - started
 
     # forward -------------------------------------------------------------------------
 
@@ -443,6 +455,7 @@ class Recorder(Callbacks):
             params=[self._names.param(p) for p in params] if recorded else [],
             per_param=per_param if recorded else {},
             micro_stats=pending.micro_stats if recorded else [],
+            task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
         if self._layers_dirty:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradscope.record.tasks import TaskStats
 from gradscope.record.writer import Rows, list_column
 
 
@@ -75,6 +76,7 @@ class StepRecord:
     params: list[tuple[str, str]] = field(default_factory=list)
     per_param: dict[str, torch.Tensor] = field(default_factory=dict)
     micro_stats: list[MicroStats] = field(default_factory=list)
+    task_stats: list[TaskStats] = field(default_factory=list)  # one per gradscope.tasks() call
 
     def start_copy(self) -> Callable[[], dict[str, Rows]]:
         """Launch the host copies now; the returned callable builds the rows later."""
@@ -88,6 +90,7 @@ class StepRecord:
             for m in self.micro_stats
         ]
         copy = HostCopy(tensors)
+        task_copies = [HostCopy([t.gram, t.sample_gram]) for t in self.task_stats]
 
         def build() -> dict[str, Rows]:
             values = copy.get()
@@ -102,6 +105,11 @@ class StepRecord:
                 tables["samples"] = samples
             if grams:
                 tables["gram"] = grams
+            tasks, task_samples = self._task_rows([c.get() for c in task_copies])
+            if tasks:
+                tables["tasks"] = tasks
+            if task_samples:
+                tables["task_samples"] = task_samples
             return tables
 
         return build
@@ -189,6 +197,51 @@ class StepRecord:
             "size": [gram.shape[0]],
             "exact": [True],
             "values": [gram.astype(np.float64).reshape(-1).tolist()],
+        }
+
+    def _task_rows(self, values: list[list[Any]]) -> tuple[Rows, Rows]:
+        """TASKS: one row per (layer, task list), Grams of the step's tasks() calls summed
+        (cross-call terms are not recorded). TASK_SAMPLES: one row per (sample, layer,
+        pair a < b); samples of later calls are numbered after those of earlier ones."""
+        summed: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+        samples: dict[str, list[Any]] = {}
+        offset = 0
+        for stats, (gram, sample_gram) in zip(self.task_stats, values):
+            layers = summed.setdefault(tuple(stats.names), {})
+            for layer, matrix in zip(stats.layers, gram.astype(np.float64)):
+                layers[layer] = layers[layer] + matrix if layer in layers else matrix
+            if sample_gram is not None:
+                _extend(samples, self._task_sample_columns(stats, sample_gram, offset))
+                offset += sample_gram.shape[1]
+        tasks: dict[str, list[Any]] = {}
+        for names, layers in summed.items():
+            _extend(tasks, {
+                "step": [self.step] * len(layers),
+                "rank": [self.rank] * len(layers),
+                "layer": list(layers),
+                "tasks": [list(names)] * len(layers),
+                "values": [matrix.reshape(-1).tolist() for matrix in layers.values()],
+            })
+        return tasks, samples
+
+    def _task_sample_columns(self, stats: TaskStats, gram: np.ndarray, offset: int) -> Rows:
+        """Rows of one call's [L, B, K, K] per-sample cross-task Gram, pairs a < b."""
+        count_layers, batch, size = gram.shape[:3]
+        first, second = np.triu_indices(size, 1)
+        pairs = len(first)
+        total = count_layers * batch * pairs
+        gram = gram.astype(np.float64)
+        names = np.asarray(stats.sample_names, dtype=object)
+        return {
+            "step": [self.step] * total,
+            "rank": [self.rank] * total,
+            "sample": np.tile(np.repeat(np.arange(batch, dtype=np.int32) + offset, pairs), count_layers),
+            "layer": np.repeat(np.asarray(stats.sample_layers, dtype=object), batch * pairs).tolist(),
+            "task_a": np.tile(names[first], count_layers * batch).tolist(),
+            "task_b": np.tile(names[second], count_layers * batch).tolist(),
+            "dot": gram[:, :, first, second].reshape(-1),
+            "norm2_a": gram[:, :, first, first].reshape(-1),
+            "norm2_b": gram[:, :, second, second].reshape(-1),
         }
 
 

@@ -200,3 +200,59 @@ def _dense_stats(
     elif projection is not None:
         sketch = flat @ projection[0].t()
     return ParamStats(norm2, weight_dot, sketch, gram, "materialize")
+
+
+def task_dots(
+    weight: Tensor, per_task: list[list[Contribution]], batch: int, route: str
+) -> Tensor:
+    """Per-sample cross-task dots of one parameter: D[i, a, b] = <G_i^a, G_i^b>, [B, K, K].
+
+    ``per_task[k]`` holds the contributions of every use of the parameter computed from
+    task k's output gradients (empty: task k gives the parameter no gradient, so its row and
+    column are 0). Factored uses: D[i, a, b] = sum_{t,s} (L^a_it . L^b_is)(R^a_it . R^b_is)
+    over the uses concatenated along T, the same sums as the ghost norm with the two tasks'
+    factors; mixed or large-T parameters are materialised (same rule as
+    ``parameter_stats``) and D = G^a_i . G^b_i. Results in the hook convention, ``dtype``
+    promoted to float32 at least.
+    """
+    dtype = _compute_dtype(weight)
+    tasks = len(per_task)
+    out = weight.new_zeros(batch, tasks, tasks, dtype=dtype)
+    present = [k for k in range(tasks) if per_task[k]]
+    if not present:
+        return out
+    factored = [c for k in present for c in per_task[k] if isinstance(c, Factored)]
+    dense = any(isinstance(c, Dense) for k in present for c in per_task[k])
+    first = [c for c in per_task[present[0]] if isinstance(c, Factored)]
+    if factored and not dense and _choose_route(weight, first, route) == "ghost":
+        kinds = {k: _concatenate(per_task[k], dtype) for k in present}  # type: ignore[arg-type]
+        pair = _factored_pair_dot
+    else:
+        kinds = {k: _dense_sum(per_task[k], weight.shape, dtype) for k in present}
+        pair = _dense_pair_dot
+    for index, a in enumerate(present):
+        for b in present[index:]:
+            value = pair(kinds[a], kinds[b])
+            out[:, a, b] = value
+            out[:, b, a] = value
+    return out
+
+
+def _dense_sum(contributions: list[Contribution], shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """The per-sample gradient of one task as [B, numel] (factored uses materialised)."""
+    parts = [
+        (c.grad if isinstance(c, Dense) else materialize(c, shape)).to(dtype).flatten(1)
+        for c in contributions
+    ]
+    return torch.stack(parts).sum(0)
+
+
+def _dense_pair_dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(1)
+
+
+def _factored_pair_dot(a: list[Factored], b: list[Factored]) -> Tensor:
+    """sum_{t,s} (L^a_it . L^b_is)(R^a_it . R^b_is) over every pair of kinds: [B]."""
+    return sum(
+        (_left_gram(x, y, False) * _right_gram(x, y, False)).sum((1, 2, 3)) for x in a for y in b
+    )
