@@ -118,6 +118,8 @@ class Recorder(Callbacks):
         self._warned: set[str] = set()
         self._failures: list[dict[str, str]] = []
         self._layers_dirty = model is not None
+        self._last_module: weakref.ref[torch.nn.Module] | None = None
+        self._head: str | None = None
         self._layer_table: list[dict[str, Any]] = []
         self._active = False
 
@@ -248,6 +250,7 @@ class Recorder(Callbacks):
             self._has_params[module] = has_params
         name = self._names.module(module) if has_params else None
         if name is not None:
+            self._last_module = weakref.ref(module)  # the output head, once the forward ends
             self._engine.capture(name, module, args, kwargs, output)
 
     # backward ------------------------------------------------------------------------
@@ -458,8 +461,9 @@ class Recorder(Callbacks):
             task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
-        if self._layers_dirty:
-            self._layers_dirty = False
+        head = self._head_layer()
+        if self._layers_dirty or head != self._head:
+            self._layers_dirty, self._head = False, head
             self._layer_table = self._names.layer_table(self._coverage)
             self._write_meta(final=False)
         self._last_step_end = now
@@ -468,6 +472,13 @@ class Recorder(Callbacks):
         self._pending = _Pending(groups=groups)
         self.step += 1
         self.steps_emitted += 1
+
+    def _head_layer(self) -> str | None:
+        """The layer of the last module with parameters that ran in the forward pass: the
+        output head (a tied head's weight is reported under the layer that owns it)."""
+        module = self._last_module() if self._last_module is not None else None
+        param = next(module.parameters(recurse=False), None) if module is not None else None
+        return self._head if param is None else self._names.param(param)[0]
 
     def _index_of(self, optimizer: Any) -> int:
         if optimizer not in self._optimizer_index:
@@ -482,6 +493,7 @@ class Recorder(Callbacks):
         if self._names.roots():  # the model may be gone by the time the process exits
             self._layer_table = self._names.layer_table(self._coverage)
         fields: dict[str, Any] = {
+            "head": self._head,
             "torch_version": torch.__version__,
             "world_size": self.world_size,
             "layers": self._layer_table,

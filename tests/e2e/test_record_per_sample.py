@@ -72,6 +72,8 @@ def test_per_sample_shards_match_a_naive_loop(script, tmp_path):
         diagonal = step0[step0["layer"] == row["layer"]].sort_values("sample")["norm2"].to_numpy()
         np.testing.assert_allclose(np.diag(matrix), diagonal, rtol=RTOL)
     assert not run.meta["failures"], run.meta["failures"]
+    # the output head for GWA: a tied head's weight is reported under the embedding
+    assert run.meta["head"] == {"train_transformer": "wte", "train_cnn": "fc", "train_lstm": "head"}[script]
 
 
 def test_report_shows_coverage_of_a_transformer(tmp_path):
