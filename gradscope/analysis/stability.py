@@ -24,10 +24,16 @@ WINDOW = 20  # trailing steps for the rolling median / MAD and the flip rate
 # layer in ~10 steps, 1e-5 leaves it unchanged over ~1e5 steps. configs/default.toml gates 1e-1.
 UPDATE_RATIO_BAND = (1e-5, 1e-1)
 RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
+# Previous values needed before a z-score. On 40 i.i.d. noisy mini-batch gradient norms the
+# MAD of only 5 values gave a z > 6 "spike" in 10% of runs (a z of 6.2 on an early clinic
+# twin); 10 values on the log scale gave 0.3-1.3% (simulation in docs/clinic.md).
+MIN_HISTORY = 10
 VANISH, EXPLODE = 1e-3, 1e3  # layer grad norm relative to the step's median layer
 
 
-def robust_z(values: pd.Series, window: int = WINDOW, min_periods: int = 5) -> pd.Series:
+def robust_z(
+    values: pd.Series, window: int = WINDOW, min_periods: int = MIN_HISTORY, *, log: bool = False
+) -> pd.Series:
     r"""Robust z-score of each value against the PREVIOUS ``window`` values.
 
     .. math::
@@ -38,9 +44,16 @@ def robust_z(values: pd.Series, window: int = WINDOW, min_periods: int = 5) -> p
     skipped). The 1% floor keeps a flat history (MAD 0) from turning any small change
     into a spike: after a flat loss a jump must exceed 6% of its level to count.
 
-    >>> robust_z(pd.Series([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 9.0])).round(2).tolist()[-1]
+    ``log=True`` scores log(x) instead (values <= 0 become NaN) with an absolute floor
+    of 0.01 (1% of the level, as above). Gradient norms use it: a mini-batch gradient
+    norm varies multiplicatively and is skewed to the right, which a linear MAD reads
+    as spikes.
+
+    >>> robust_z(pd.Series([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 9.0]), min_periods=5).round(2).tolist()[-1]
     10.12
     """
+    if log:
+        values = np.log(values.where(values > 0))
     history = values.shift(1).rolling(window, min_periods=min_periods)
     median = history.median()
     mad = (
@@ -48,7 +61,8 @@ def robust_z(values: pd.Series, window: int = WINDOW, min_periods: int = 5) -> p
         .rolling(window, min_periods=min_periods)
         .apply(lambda x: np.nanmedian(np.abs(x - np.nanmedian(x))), raw=True)
     )
-    scale = np.maximum(MAD_SCALE * mad, RELATIVE_FLOOR * median.abs()) + EPS
+    floor = RELATIVE_FLOOR if log else RELATIVE_FLOOR * median.abs()
+    scale = np.maximum(MAD_SCALE * mad, floor) + EPS
     return (values - median) / scale
 
 
@@ -77,12 +91,14 @@ def _step_rows(steps: pd.DataFrame) -> list[pd.DataFrame]:
     parts = []
     if "loss" in frame:
         loss = frame["loss"].astype(float)
+        # linear scale: a loss can be <= 0, and a 5x jump on a fast-falling loss scores
+        # only ~5 on the log scale (its trend inflates the log MAD as much as the linear one)
         frame = frame.assign(loss_spike_z=robust_z(loss), loss_flip_rate=flip_rate(loss), loss_value=loss)
         parts += [tidy(frame, "loss", "loss_value"), tidy(frame, "loss_spike_z", "loss_spike_z")]
         parts.append(tidy(frame, "loss_flip_rate", "loss_flip_rate"))
     if "grad_norm" in frame:
         norm = frame["grad_norm"].astype(float)
-        frame = frame.assign(z=robust_z(norm), ratio=running_max_ratio(norm), norm=norm)
+        frame = frame.assign(z=robust_z(norm, log=True), ratio=running_max_ratio(norm), norm=norm)
         parts += [tidy(frame, "grad_norm", "norm"), tidy(frame, "grad_norm_spike_z", "z")]
         parts.append(tidy(frame, "grad_norm_max_ratio", "ratio"))
     return parts
@@ -155,6 +171,47 @@ def _select(rows: pd.DataFrame, name: str) -> pd.DataFrame:
     return rows[rows["name"] == name].dropna(subset=["value"])
 
 
+def _depth_findings(relative: pd.Series) -> list[tuple[Level, str, str, float, float, tuple[int, ...]]]:
+    """Vanishing / exploding layers from each layer's median grad_norm_rel.
+
+    Both are read against the median layer, so one gradient that decays across depth
+    makes the first layers look vanishing AND the last ones exploding. When any layer
+    vanishes, the large ones are that same spread, not a second problem: only the
+    vanishing layers are reported, the weakest first, with the span in decades.
+    """
+    vanishing = relative[relative < VANISH].sort_values()
+    if len(vanishing):
+        decades = np.log10(relative.max() / max(float(vanishing.iloc[0]), EPS))
+        return [
+            (
+                "warn",
+                f"vanishing gradients in {layer} (layer norms span {decades:.0f} decades)",
+                "grad_norm_rel",
+                float(value),
+                VANISH,
+                (),
+            )
+            for layer, value in vanishing.items()
+        ]
+    return [
+        ("warn", f"exploding gradients in {layer}", "grad_norm_rel", float(value), EXPLODE, ())
+        for layer, value in relative[relative > EXPLODE].items()
+    ]
+
+
+# Which finding heads the verdict: alerts, then the causes before their symptoms (a vanishing
+# gradient leaves first layers' updates below float resolution: "frozen").
+_PRIORITY = (
+    "nonfinite",
+    "loss_spike_z",
+    "grad_norm_spike_z",
+    "grad_norm_rel",
+    "dead",
+    "frozen",
+    "update_ratio",
+)
+
+
 def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, tuple[int, ...]]]:
     """(level, text, metric, value, threshold, steps) for every rule that fires."""
     found: list[tuple[Level, str, str, float, float, tuple[int, ...]]] = []
@@ -173,11 +230,7 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
             if len(block) >= 2:
                 steps = tuple(int(s) for s in block["step"])
                 found.append(("warn", f"{label} {layer}", name, 0.0, 0.0, steps))
-    relative = _select(rows, "grad_norm_rel").groupby("key")["value"].median()
-    for layer, value in relative.items():
-        if value < VANISH or value > EXPLODE:
-            label, limit = ("vanishing", VANISH) if value < VANISH else ("exploding", EXPLODE)
-            found.append(("warn", f"{label} gradients in {layer}", "grad_norm_rel", value, limit, ()))
+    found += _depth_findings(_select(rows, "grad_norm_rel").groupby("key")["value"].median())
     ratios = _select(rows, "update_ratio").groupby("key")["value"].median()
     low, high = UPDATE_RATIO_BAND
     for layer, value in ratios.items():
@@ -201,7 +254,9 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     found = _findings(rows)
     if not found:
         return Verdict("stability", "ok", "no spikes, non-finite values or dead layers", source=source)
-    found.sort(key=lambda f: f[0] != "alert")
+    found.sort(
+        key=lambda f: (f[0] != "alert", _PRIORITY.index(f[2]) if f[2] in _PRIORITY else len(_PRIORITY))
+    )
     level, text, name, value, limit, steps = found[0]
     shown = ", ".join(str(s) for s in steps[:8])
     summary = f"{text} at steps {shown}" if steps else text

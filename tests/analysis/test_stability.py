@@ -80,3 +80,38 @@ def test_update_ratio_and_init_distance_rows() -> None:
 def test_missing_tables_give_no_data() -> None:
     rows = stability.stability_metrics(None, None)
     assert rows.empty and "no data" in stability.stability_verdict(rows).summary
+
+
+def test_robust_z_log_scale_matches_reference_on_logs() -> None:
+    values = np.random.default_rng(2).lognormal(0.0, 0.2, size=50)
+    z = stability.robust_z(pd.Series(values), log=True).to_numpy()
+    logs = np.log(values)
+    for index in (10, 25, 49):
+        history = logs[max(0, index - 20) : index]
+        scale = max(1.4826 * np.median(np.abs(history - np.median(history))), 0.01)
+        assert z[index] == pytest.approx((logs[index] - np.median(history)) / (scale + 1e-12))
+    assert np.isnan(z[:10]).all(), "fewer than MIN_HISTORY previous values give no score"
+
+
+def test_noisy_minibatch_grad_norms_are_not_spikes_but_a_jump_is() -> None:
+    """Skewed i.i.d. noise (the clinic's false alarm) stays quiet; a 5x jump still fires."""
+    rng = np.random.default_rng(3)
+    quiet = 0
+    for _ in range(50):
+        steps = pd.DataFrame({"step": np.arange(40), "grad_norm": rng.lognormal(0.0, 0.15, 40)})
+        z = stability.stability_metrics(steps, None)
+        quiet += not (z[z["name"] == "grad_norm_spike_z"]["value"] > stability.SPIKE_Z).any()
+    assert quiet >= 48
+    norms = rng.lognormal(0.0, 0.15, 40)
+    norms[30] *= 5
+    rows = stability.stability_metrics(pd.DataFrame({"step": np.arange(40), "grad_norm": norms}), None)
+    spikes = rows[(rows["name"] == "grad_norm_spike_z") & (rows["value"] > stability.SPIKE_Z)]
+    assert spikes["step"].tolist() == [30]
+
+
+@pytest.mark.parametrize(("ratio", "level"), [(3e-2, "ok"), (5e-5, "ok"), (0.3, "warn"), (1e-6, "warn")])
+def test_update_ratio_band_is_two_decades_around_1e_3(ratio: float, level: str) -> None:
+    steps, layers = _run(dead_from=1000, spike_at=0)
+    layers["update_norm"] = ratio * layers["weight_norm"]
+    verdict = stability.stability_verdict(stability.stability_metrics(steps, layers))
+    assert verdict.level == level, verdict.details
