@@ -139,6 +139,11 @@ class PerSampleEngine:
             return Coverage(route, True)
         return Coverage(method, True)
 
+    @property
+    def replaying(self) -> bool:
+        """True while a kernel re-runs a module's forward (module calls then are not the user's)."""
+        return self._in_kernel
+
     # ----------------------------------------------------------------- forward side
     def capture(
         self, name: str, module: nn.Module, args: tuple, kwargs: dict, output: Any

@@ -240,7 +240,8 @@ class Recorder(Callbacks):
             self._layers_dirty |= self._names.add_root(module)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self._engine is None or self._engine.suspended or not torch.is_grad_enabled():
+        engine = self._engine
+        if engine is None or engine.suspended or engine.replaying or not torch.is_grad_enabled():
             return
         if not self._recorded() or (self._pending.closure and self._pending.backward_calls):
             return
