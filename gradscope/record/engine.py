@@ -188,7 +188,7 @@ class PerSampleEngine:
             grads=[None] * len(slots),
             waiting=len(slots),
             generation=self._generation,
-            edges=[get_gradient_edge(flat[s]) for s in slots],
+            edges=[_gradient_edge(flat[s]) for s in slots],
         )
         for attr, param in params.items():
             entry = self._entries.get(id(param))
@@ -302,20 +302,23 @@ class PerSampleEngine:
         )
 
     # ----------------------------------------------------------------- per-sample tasks
-    def task_targets(self) -> TaskTargets:
+    def task_targets(self, batch: int) -> TaskTargets:
         """The pending calls whose kernels can split per-sample gradients by task.
 
         Factored (Linear, Conv, Embedding, GPT-2 Conv1D) and norm-affine families only:
         the torch.func fallback would replay the module once per task, so its layers are
         left out of per-sample task conflict. Call between the forward and the backward;
         differentiate the tasks with respect to ``edges`` and pass the result to
-        ``task_sample_gram``.
+        ``task_sample_gram``. Empty when ``batch`` (the task losses' B) is not the B the
+        engine saw.
         """
+        if batch != self._batch_size:
+            return TaskTargets(uses=[], edges=[])
         uses = [
             use
             for use in self._uses
             if use.generation == self._generation and not use.done and use.inputs is not None
-            and use.edges and use.name not in self._disabled
+            and use.edges and all(e is not None for e in use.edges) and use.name not in self._disabled
             and self._registry.lookup(use.module)[0] in (FACTORED, NORM_AFFINE)
         ]
         return TaskTargets(uses=uses, edges=[edge for use in uses for edge in use.edges])
@@ -427,6 +430,14 @@ class PerSampleEngine:
         reason = f"{type(error).__name__}: {message[0] if message else ''}"
         self.failures.append((name, reason))
         self._disabled.add(name)
+
+
+def _gradient_edge(tensor: Tensor) -> Any:
+    """Where a task backward can stop at this output (``task_targets``); None if unavailable."""
+    try:
+        return get_gradient_edge(tensor)
+    except Exception:  # noqa: BLE001 - only per-sample task conflict needs it
+        return None
 
 
 def _detach(x: Any) -> Any:

@@ -152,8 +152,8 @@ def task_stats(
     per_sample = [k for k, t in enumerate(tensors) if t.dim() == 1]
     batch = tensors[per_sample[0]].shape[0] if per_sample else 0
     targets = None
-    if engine is not None and len(per_sample) >= 2 and batch == engine._batch_size:
-        targets = engine.task_targets()
+    if engine is not None and len(per_sample) >= 2:
+        targets = engine.task_targets(batch)
     edges = targets.edges if targets is not None else []
     grads = batched_grad(outputs, [*params, *edges], mode)
     layer_names, gram = layer_grams(grads[: len(params)], params, layers, len(names))

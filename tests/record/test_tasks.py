@@ -303,3 +303,15 @@ def test_tasks_after_backward_warns_once_and_training_goes_on(tmp_path, capsys) 
     err = capsys.readouterr().err
     assert err.count("gradscope: warning") == 1 and "before backward" in err
     assert len(open_run(tmp_path / "run").table("steps")) == 2
+
+
+def test_per_sample_losses_of_another_batch_size_give_task_grams_only() -> None:
+    torch.manual_seed(10)
+    model = TwoHeads()
+    engine = PerSampleEngine(EngineConfig())
+    with recording(engine, model):
+        out_a, out_b = model(torch.randn(4, 6))
+        losses = {"a": out_a.repeat(2), "b": out_b.repeat(2)}  # [2B]: not the engine's B
+        engine.suspended = True
+        stats = task_stats(losses, *_named(model), engine=engine)
+    assert stats.sample_gram is None and stats.sample_names == [] and len(stats.layers) == 4
