@@ -1,4 +1,4 @@
-"""Learning rate past the stability edge: SGD (mini-batches of 32) on a least-squares
+"""Learning rate past the stability edge: SGD (mini-batches of 64) on a least-squares
 problem with lr = 2.5 / lambda_max, above gradient descent's 2 / lambda_max limit (Cohen et
 al. 2021), so the loss grows geometrically along the stiffest direction.
 
@@ -21,7 +21,7 @@ model = nn.Linear(features, 1)
 lr = (0.5 if args.healthy else 2.5) / sharpness
 optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 for _step in range(args.steps):
-    index = torch.randint(0, samples, (32,), generator=generator)
+    index = torch.randint(0, samples, (64,), generator=generator)
     optimizer.zero_grad()
     loss = nn.functional.mse_loss(model(x[index]).squeeze(1), y[index])
     loss.backward()

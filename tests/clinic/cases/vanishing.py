@@ -13,7 +13,7 @@ from torch import nn
 
 args = parse(__doc__, steps=30)
 generator = seeded(0)
-samples, features, width, depth, classes, batch = 512, 16, 32, 12, 4, 64
+samples, features, width, depth, classes, batch = 512, 16, 32, 12, 4, 128
 x = torch.randn(samples, features, generator=generator)
 y = (x @ torch.randn(features, classes, generator=generator)).argmax(1)
 layers: list[nn.Module] = []
