@@ -2,10 +2,13 @@
 
 Each function returns one 1-D float64 tensor with a value per parameter, so one
 asynchronous device-to-host copy carries a whole step. Nothing here reads a value back.
-Norms of half-precision tensors accumulate in float32.
+Norms run as one fused ``torch._foreach_norm`` per (device, dtype) group; half-precision
+tensors are accumulated in float32.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import torch
 
@@ -13,35 +16,37 @@ Tensors = list[torch.Tensor]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _norm(tensor: torch.Tensor) -> torch.Tensor:
-    dtype = torch.float32 if tensor.dtype in _LOW_PRECISION else None
-    return torch.linalg.vector_norm(tensor.detach(), dtype=dtype)
-
-
-def _stack(values: Tensors) -> torch.Tensor:
-    if not values:
-        return torch.zeros(0, dtype=torch.float64)
-    device = values[0].device
-    return torch.stack([v.to(device=device, dtype=torch.float64) for v in values])
-
-
 def norms(tensors: Tensors) -> torch.Tensor:
-    """||t|| for each tensor."""
-    return _stack([_norm(t) for t in tensors])
+    """||t|| for each tensor, in the input order."""
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for index, tensor in enumerate(tensors):
+        groups[(tensor.device, tensor.dtype)].append(index)
+    device = tensors[0].device
+    result = torch.empty(len(tensors), dtype=torch.float64, device=device)
+    for (_, dtype), indices in groups.items():
+        members = [tensors[i].detach() for i in indices]
+        if dtype in _LOW_PRECISION:
+            members = [m.float() for m in members]
+        values = torch.stack(torch._foreach_norm(members)).to(device=device, dtype=torch.float64)
+        result[torch.tensor(indices, device=device)] = values
+    return result
 
 
 def grad_norms(params: Tensors) -> torch.Tensor:
     """||grad|| per parameter; a parameter without a gradient counts as 0."""
-    return _stack(
-        [_norm(p.grad) if p.grad is not None else torch.zeros((), device=p.device) for p in params]
-    )
+    return norms([p.grad if p.grad is not None else p.new_zeros(()) for p in params])
 
 
 def distances(params: Tensors, references: Tensors) -> torch.Tensor:
-    """||p - r|| per parameter; a reference may live on another device (moved one at a time)."""
-    return _stack(
+    """||p - r|| per parameter; a reference may live on another device (moved one at a time,
+    so the transient memory is one parameter, not the model)."""
+    if not params:
+        return torch.zeros(0, dtype=torch.float64)
+    return norms(
         [
-            _norm(p.detach() - r.to(device=p.device, dtype=p.dtype, non_blocking=True))
+            p.detach() - r.to(device=p.device, dtype=p.dtype, non_blocking=True)
             for p, r in zip(params, references)
         ]
     )
