@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 .venv/bin/ruff check gradscope tests scripts
-.venv/bin/python -m pytest "$@"
+# two workers; a file stays on one worker so module-scoped recordings run once
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -12,8 +12,6 @@ from rich.console import Console
 
 from gradscope.record.config import RecordConfig
 from gradscope.record.launch import launch
-from gradscope.report.terminal import render_report
-from gradscope.store.reader import open_run
 
 
 def demo(
@@ -29,6 +27,9 @@ def demo(
     code = launch(command, run_dir, RecordConfig.from_options(), force=True)
     if code != 0:
         raise typer.Exit(code)
+    from gradscope.report.terminal import render_report
+    from gradscope.store.reader import open_run
+
     run = open_run(run_dir)
     render_report(run, Console())
     if html is not None:
