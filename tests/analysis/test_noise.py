@@ -105,3 +105,16 @@ def test_verdict_compares_batch_with_b_simple(batch: int, scale: float, level: s
     )
     assert noise.noise_verdict(rows).level == level
     assert "no data" in noise.noise_verdict(rows.iloc[:0]).summary
+
+
+def test_gsnr_rows_match_gsnr_per_step_and_layer() -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        {"step": step, "layer": layer, "sketch": rng.normal(loc=0.3, size=4).astype(np.float32)}
+        for step in range(3) for layer in ("a", "b") for _ in range(5)
+    ]
+    samples = pd.DataFrame(rows)
+    result = noise.gsnr_rows(samples).set_index(["step", "key"])["value"]
+    for (step, layer), block in samples.groupby(["step", "layer"]):
+        expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))
+        assert result[(step, layer)] == pytest.approx(expected, rel=1e-9)
