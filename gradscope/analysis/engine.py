@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alignment_verdict
@@ -52,8 +53,18 @@ def head_layer(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> str | No
 
 
 def _epochs(meta: Mapping[str, Any]) -> Mapping[int, int] | None:
+    """step -> epoch from meta["epochs"], else from meta["epoch_starts"] (the steps where
+    the recorder saw the training DataLoader begin an iteration), else None."""
     epochs = meta.get("epochs")
-    return {int(k): int(v) for k, v in epochs.items()} if epochs else None
+    if epochs:
+        return {int(k): int(v) for k, v in epochs.items()}
+    starts = sorted(int(s) for s in meta.get("epoch_starts") or [])
+    if len(starts) < 2:
+        return None
+    last_step = max(int(meta.get("steps") or 0), starts[-1] + 1)
+    steps = np.arange(starts[0], last_step)
+    epochs_of_steps = np.searchsorted(starts, steps, side="right") - 1
+    return dict(zip(steps.tolist(), epochs_of_steps.tolist()))
 
 
 def _families(

@@ -4,7 +4,8 @@ PyTorch's global hooks give step boundaries (optimizer step pre/post hooks) and 
 calls (module forward pre/post hooks) without a reference to the model. Two entry
 points have no global hook and are wrapped while recording: ``torch.autograd.backward``
 (the loss is the root tensor; ``Tensor.backward`` calls it) and ``GradScaler.step`` /
-``GradScaler.scale`` (skipped steps, the loss scale). Every callback runs under
+``GradScaler.scale`` (skipped steps, the loss scale), and ``DataLoader.__iter__`` (epoch
+boundaries: each fresh iteration of the training loader starts an epoch). Every callback runs under
 ``Guard``: an exception disables that callback, is reported once, and never reaches the
 training loop.
 """
@@ -51,6 +52,7 @@ class Callbacks:
     def backward_end(self) -> None: ...
     def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
+    def loader_started(self, loader: Any) -> None: ...
     def scaler_scaled(self, scaler: Any) -> None: ...
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
         ...
@@ -82,6 +84,7 @@ class GlobalHooks:
             torch_optimizer.register_optimizer_step_post_hook(lambda o, a, k: step_post(o, a, k)),
         ]
         self._wrap(torch.autograd, "backward", self._backward_wrapper)
+        self._wrap(torch.utils.data.DataLoader, "__iter__", self._iter_wrapper)
         scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
         if scaler_class is not None:
             self._wrap(scaler_class, "scale", self._scale_wrapper)
@@ -111,6 +114,15 @@ class GlobalHooks:
             return result
 
         return backward
+
+    def _iter_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        started = self._guard("loader_started", self._callbacks.loader_started)
+
+        def iterate(loader: Any) -> Any:
+            started(loader)
+            return original(loader)
+
+        return iterate
 
     def _scale_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         scaled = self._guard("scaler_scaled", self._callbacks.scaler_scaled)

@@ -119,6 +119,11 @@ class Recorder(Callbacks):
         self._failures: list[dict[str, str]] = []
         self._layers_dirty = model is not None
         self._last_module: weakref.ref[torch.nn.Module] | None = None
+        self._loader_starts: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+        self._loader_steps: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._current_loader: weakref.ref[Any] | None = None
+        self._new_iteration = False
+        self.epoch_starts: list[int] = []
         self._head: str | None = None
         self._layer_table: list[dict[str, Any]] = []
         self._active = False
@@ -208,6 +213,21 @@ class Recorder(Callbacks):
 
     def _recorded(self) -> bool:
         return self.step % self.config.every == 0
+
+    # epochs ------------------------------------------------------------------------------
+
+    def loader_started(self, loader: Any) -> None:
+        """A DataLoader began an iteration: remember the step, for epoch boundaries."""
+        self._loader_starts.setdefault(loader, []).append(self.step)
+        self._current_loader = weakref.ref(loader)
+        self._new_iteration = True
+
+    def _update_epoch_starts(self) -> None:
+        """Steps where the training loader (the one most steps ran under) began an epoch;
+        kept in ``epoch_starts`` because the loaders may be gone when the process exits."""
+        if self._loader_steps:
+            training = max(self._loader_steps.items(), key=lambda item: item[1])[0]
+            self.epoch_starts = sorted(set(self._loader_starts.get(training, [])))
 
     # one-line API ----------------------------------------------------------------------
 
@@ -471,6 +491,12 @@ class Recorder(Callbacks):
         self._own_time = 0.0
         groups = pending.groups
         self._pending = _Pending(groups=groups)
+        loader = self._current_loader() if self._current_loader is not None else None
+        if loader is not None:
+            self._loader_steps[loader] = self._loader_steps.get(loader, 0) + 1
+            if self._new_iteration:
+                self._new_iteration = False
+                self._update_epoch_starts()
         self.step += 1
         self.steps_emitted += 1
 
@@ -495,6 +521,7 @@ class Recorder(Callbacks):
             self._layer_table = self._names.layer_table(self._coverage)
         fields: dict[str, Any] = {
             "head": self._head,
+            "epoch_starts": self.epoch_starts,
             "torch_version": torch.__version__,
             "world_size": self.world_size,
             "layers": self._layer_table,

@@ -127,3 +127,11 @@ def test_no_module_imports_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "gradscope.analysis.engine" in modules
+
+
+def test_epoch_starts_from_the_recorder_become_a_step_to_epoch_mapping() -> None:
+    from gradscope.analysis.engine import _epochs
+
+    mapping = _epochs({"epoch_starts": [0, 4, 8], "steps": 10})
+    assert [mapping[s] for s in range(10)] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert _epochs({"epoch_starts": [0], "steps": 10}) is None  # one epoch: no boundary

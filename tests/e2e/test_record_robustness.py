@@ -145,5 +145,6 @@ def test_dataloader_workers_stay_silent(start_method, tmp_path):
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout == plain.stdout
     run = open_run(tmp_path / "run")
-    assert len(run.table("steps")) == 4 and set(run.table("steps")["rank"]) == {0}
+    assert len(run.table("steps")) == 8 and set(run.table("steps")["rank"]) == {0}
     assert run.meta["layers"] and not run.meta["failures"]
+    assert run.meta["epoch_starts"] == [0, 4], "epochs come from the training loader, not validation"
