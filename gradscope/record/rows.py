@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from gradscope.record.tasks import TaskStats
@@ -152,51 +153,56 @@ class StepRecord:
         }
 
     def _sample_rows(self, micro_values: list[list[Any]]) -> tuple[Rows, Rows]:
-        samples: dict[str, list[Any]] = {}
-        grams: dict[str, list[Any]] = {}
+        """SAMPLES and GRAM columns as numpy / Arrow arrays: no per-row Python work."""
+        samples: list[Rows] = []
+        grams: list[Rows] = []
         for stats, values in zip(self.micro_stats, micro_values):
             n = len(stats.layers)
-            norm2, dots, sketches, gram_values = (
-                values[:n], values[n : 2 * n], values[2 * n : 3 * n], values[3 * n : 4 * n]
-            )
-            groups = values[4 * n]
-            for index, layer in enumerate(stats.layers):
-                _extend(samples, self._sample_columns(
-                    stats.micro, layer, norm2[index], dots[index], sketches[index], groups
-                ))
-                if gram_values[index] is not None:
-                    _extend(grams, self._gram_columns(stats.micro, layer, gram_values[index]))
-        return samples, grams
+            if n == 0:
+                continue
+            norm2 = np.stack(values[:n]).astype(np.float64)  # (L, B)
+            sketches, gram_values, groups = values[2 * n : 3 * n], values[3 * n : 4 * n], values[4 * n]
+            samples.append(self._sample_columns(stats, norm2, np.stack(values[n : 2 * n]), sketches, groups))
+            with_gram = [(layer, g) for layer, g in zip(stats.layers, gram_values) if g is not None]
+            if with_gram:
+                grams.append(self._gram_columns(stats.micro, with_gram))
+        return _concatenate(samples), _concatenate(grams)
 
     def _sample_columns(
-        self, micro: int, layer: str, norm2: np.ndarray, dots: np.ndarray,
-        sketch: np.ndarray | None, groups: np.ndarray | None,
-    ) -> dict[str, list[Any]]:
-        count = len(norm2)
-        width = 0 if sketch is None else sketch.shape[1]
-        sketch_rows = np.zeros((count, width), np.float32) if sketch is None else sketch
+        self, stats: MicroStats, norm2: np.ndarray, dots: np.ndarray,
+        sketches: list[np.ndarray | None], groups: np.ndarray | None,
+    ) -> Rows:
+        layers, batch = norm2.shape
+        count = layers * batch
+        width = max((s.shape[1] for s in sketches if s is not None), default=0)
+        sketch = np.zeros((layers, batch, width), np.float32)
+        for index, values in enumerate(sketches):
+            if values is not None:
+                sketch[index] = values
+        group = np.full(batch, -1, np.int64) if groups is None or len(groups) != batch else groups
         return {
-            "step": [self.step] * count,
-            "rank": [self.rank] * count,
-            "micro": [micro] * count,
-            "sample": list(range(count)),
-            "layer": [layer] * count,
-            "norm2": norm2.astype(np.float64).tolist(),
-            "weight_dot": dots.astype(np.float64).tolist(),
-            "loss": [math.nan] * count,
-            "group": [-1] * count if groups is None else groups.astype(np.int64).tolist(),
-            "sketch": sketch_rows.astype(np.float32).tolist(),
+            "step": np.full(count, self.step, np.int64),
+            "rank": np.full(count, self.rank, np.int32),
+            "micro": np.full(count, stats.micro, np.int32),
+            "sample": np.tile(np.arange(batch, dtype=np.int32), layers),
+            "layer": np.repeat(np.asarray(stats.layers, dtype=object), batch),
+            "norm2": norm2.reshape(-1),
+            "weight_dot": dots.astype(np.float64).reshape(-1),
+            "loss": np.full(count, np.nan),
+            "group": np.tile(group.astype(np.int64), layers),
+            "sketch": list_column(sketch.reshape(count, width)),
         }
 
-    def _gram_columns(self, micro: int, layer: str, gram: np.ndarray) -> dict[str, list[Any]]:
+    def _gram_columns(self, micro: int, grams: list[tuple[str, np.ndarray]]) -> Rows:
+        count = len(grams)
         return {
-            "step": [self.step],
-            "rank": [self.rank],
-            "micro": [micro],
-            "layer": [layer],
-            "size": [gram.shape[0]],
-            "exact": [True],
-            "values": [gram.astype(np.float64).reshape(-1).tolist()],
+            "step": np.full(count, self.step, np.int64),
+            "rank": np.full(count, self.rank, np.int32),
+            "micro": np.full(count, micro, np.int32),
+            "layer": [layer for layer, _ in grams],
+            "size": np.asarray([g.shape[0] for _, g in grams], np.int32),
+            "exact": np.ones(count, bool),
+            "values": [g.astype(np.float64).reshape(-1) for _, g in grams],
         }
 
     def _task_rows(self, values: list[list[Any]]) -> tuple[Rows, Rows]:
@@ -245,9 +251,25 @@ class StepRecord:
         }
 
 
+def _concatenate(parts: list[Rows]) -> Rows:
+    """Column-wise concatenation of row blocks (numpy arrays, Arrow arrays or lists)."""
+    if not parts:
+        return {}
+    joined: Rows = {}
+    for name in parts[0]:
+        columns = [part[name] for part in parts]
+        if isinstance(columns[0], pa.Array):
+            joined[name] = pa.concat_arrays(columns)
+        elif isinstance(columns[0], np.ndarray):
+            joined[name] = np.concatenate(columns)
+        else:
+            joined[name] = [value for column in columns for value in column]
+    return joined
+
+
 def _extend(into: dict[str, list[Any]], columns: dict[str, list[Any]]) -> None:
     for name, values in columns.items():
         into.setdefault(name, []).extend(values)
 
 
-__all__ = ["HostCopy", "MicroStats", "StepRecord", "list_column"]
+__all__ = ["HostCopy", "MicroStats", "StepRecord"]
