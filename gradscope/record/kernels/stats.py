@@ -92,11 +92,18 @@ def _ids(left: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _concatenate(factored: list[Factored], dtype: torch.dtype) -> list[Factored]:
-    """Concatenate uses along T, one Factored per kind (dense left, row-id left)."""
+    """Concatenate uses along T, one Factored per kind (dense left, row-id left).
+
+    A kind with a single use (the common case) is returned as is, converted to ``dtype``
+    only where it differs: no copy of the factors.
+    """
     kinds = []
     for is_index in (False, True):
         same = [c for c in factored if c.is_index == is_index]
-        if same:
+        if len(same) == 1:
+            c = same[0]
+            kinds.append(Factored(c.left if is_index else c.left.to(dtype), c.right.to(dtype)))
+        elif same:
             left = torch.cat([c.left if is_index else c.left.to(dtype) for c in same], dim=2)
             right = torch.cat([c.right.to(dtype) for c in same], dim=2)
             kinds.append(Factored(left, right))
