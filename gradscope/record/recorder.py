@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,11 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from gradscope.record import active, scalars
 from gradscope.record.config import RecordConfig
+from gradscope.record.epochs import EpochTracker
+from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
 from gradscope.record.names import ModuleNames
+from gradscope.record.optim import hparams, optimizer_params
 from gradscope.record.reduction import Reduction, detect_reduction, per_sample_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.tasks import TaskRecorder, TaskStats
@@ -115,15 +118,10 @@ class Recorder(Callbacks):
         self._start = time.perf_counter()
         self._last_step_end = math.nan
         self._own_time = 0.0
-        self._warned: set[str] = set()
-        self._failures: list[dict[str, str]] = []
+        self._failures = FailureLog(self.run_dir, self.rank)
         self._layers_dirty = model is not None
         self._last_module: weakref.ref[torch.nn.Module] | None = None
-        self._loader_starts: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
-        self._loader_steps: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._current_loader: weakref.ref[Any] | None = None
-        self._new_iteration = False
-        self.epoch_starts: list[int] = []
+        self._epochs = EpochTracker()
         self._head: str | None = None
         self._layer_table: list[dict[str, Any]] = []
         self._active = False
@@ -141,7 +139,7 @@ class Recorder(Callbacks):
         if self._owns_meta and self.rank == 0:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                payload = run_meta.new_meta(sys.argv, _asdict(self.config))
+                payload = run_meta.new_meta(sys.argv, asdict(self.config))
                 run_meta.write_json_atomic(self.run_dir / run_meta.META_FILE, payload)
             except OSError as err:
                 self._report_failure("run directory", err)
@@ -171,22 +169,10 @@ class Recorder(Callbacks):
     # failure handling ------------------------------------------------------------------
 
     def _report_failure(self, component: str, err: BaseException | str) -> None:
-        message = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-        self._warn(component, f"{component} failed and was disabled ({message}); training continues")
+        self._failures.failed(component, err, self.step)
 
     def _warn(self, component: str, message: str) -> None:
-        """Every warning goes to events.jsonl and meta.json; only the first reaches stderr,
-        so a user's terminal gets one line however many parts of the recorder fail."""
-        entry = {"component": component, "message": message, "step": self.step}
-        self._failures.append(entry)
-        if not self._warned:
-            self._warned.add(component)
-            print(f"gradscope: warning: {message} (all recorder warnings: {self.run_dir}/"
-                  f"{run_meta.EVENTS_FILE})", file=sys.stderr, flush=True)
-        try:
-            run_meta.append_event(self.run_dir, {"level": "warning", "rank": self.rank, **entry})
-        except OSError:
-            pass
+        self._failures.warn(component, message, self.step)
 
     # engine and writer -------------------------------------------------------------------
 
@@ -217,17 +203,7 @@ class Recorder(Callbacks):
     # epochs ------------------------------------------------------------------------------
 
     def loader_started(self, loader: Any) -> None:
-        """A DataLoader began an iteration: remember the step, for epoch boundaries."""
-        self._loader_starts.setdefault(loader, []).append(self.step)
-        self._current_loader = weakref.ref(loader)
-        self._new_iteration = True
-
-    def _update_epoch_starts(self) -> None:
-        """Steps where the training loader (the one most steps ran under) began an epoch;
-        kept in ``epoch_starts`` because the loaders may be gone when the process exits."""
-        if self._loader_steps:
-            training = max(self._loader_steps.items(), key=lambda item: item[1])[0]
-            self.epoch_starts = sorted(set(self._loader_starts.get(training, [])))
+        self._epochs.loader_started(loader, self.step)
 
     # one-line API ----------------------------------------------------------------------
 
@@ -394,7 +370,7 @@ class Recorder(Callbacks):
         # args are step()'s own, optimizer first: step(closure) or step(closure=...)
         pending.closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
         if self._recorded():
-            params = _optimizer_params(optimizer)
+            params = optimizer_params(optimizer)
             pending.pre = {
                 "params": params,
                 "weight_norm": scalars.norms(params),
@@ -411,7 +387,7 @@ class Recorder(Callbacks):
         self._stepping = None
         pre = self._pending.pre
         per_param: dict[str, torch.Tensor] = {}
-        params = _optimizer_params(optimizer)
+        params = optimizer_params(optimizer)
         if pre is not None:
             per_param = {
                 "weight_norm": pre["weight_norm"],
@@ -471,7 +447,7 @@ class Recorder(Callbacks):
             backward_calls=pending.backward_calls,
             skipped=skipped,
             recorded=recorded,
-            hparams=_hparams(optimizer),
+            hparams=hparams(optimizer),
             losses=pending.losses,
             loss_scale=pending.loss_scale,
             per_sample_scale=_scale_value(pending.per_sample_factor),
@@ -491,12 +467,7 @@ class Recorder(Callbacks):
         self._own_time = 0.0
         groups = pending.groups
         self._pending = _Pending(groups=groups)
-        loader = self._current_loader() if self._current_loader is not None else None
-        if loader is not None:
-            self._loader_steps[loader] = self._loader_steps.get(loader, 0) + 1
-            if self._new_iteration:
-                self._new_iteration = False
-                self._update_epoch_starts()
+        self._epochs.step_taken()
         self.step += 1
         self.steps_emitted += 1
 
@@ -514,21 +485,21 @@ class Recorder(Callbacks):
 
     def _write_meta(self, final: bool, status: str | None = None) -> None:
         # A process that saw no training (torchrun's launcher, a DataLoader worker) writes nothing.
-        saw_nothing = not self.steps_emitted and not self._failures and status is None
+        saw_nothing = not self.steps_emitted and not self._failures.entries and status is None
         if self.rank != 0 or saw_nothing:
             return
         if self._names.roots():  # the model may be gone by the time the process exits
             self._layer_table = self._names.layer_table(self._coverage)
         fields: dict[str, Any] = {
             "head": self._head,
-            "epoch_starts": self.epoch_starts,
+            "epoch_starts": self._epochs.starts,
             "torch_version": torch.__version__,
             "world_size": self.world_size,
             "layers": self._layer_table,
             "steps": self.step,
         }
         if final:
-            fields["failures"] = self._failures
+            fields["failures"] = self._failures.entries
             if status is not None:
                 fields.update(status=status, ended=run_meta.now_iso())
         try:
@@ -544,37 +515,8 @@ class Recorder(Callbacks):
         return self._engine.coverage(module)
 
 
-def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-
-
-def _hparams(optimizer: Any) -> list[dict[str, Any]]:
-    if optimizer is None:
-        return []
-    groups = []
-    for group in optimizer.param_groups:
-        groups.append({k: _plain(v) for k, v in group.items() if k != "params"})
-    return groups
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu":
-        return float(value)
-    return str(value)
-
-
 def _scale_value(value: Any) -> float | torch.Tensor:
     """A float, or a 0-dim tensor read later in the writer thread (never synced here)."""
     if value is None:
         return math.nan
     return value.detach() if isinstance(value, torch.Tensor) else float(value)
-
-
-def _asdict(config: RecordConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
