@@ -24,7 +24,13 @@ from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
-from gradscope.record.kernels import FACTORED, FALLBACK, NORM_AFFINE, KernelRegistry
+from gradscope.record.kernels import (
+    FACTORED,
+    FALLBACK,
+    NORM_AFFINE,
+    READS_OUTPUT,
+    KernelRegistry,
+)
 from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs
 from gradscope.record.kernels.fallback import replay_problem
 from gradscope.record.kernels.sketch import SketchProjections
@@ -114,6 +120,9 @@ class PerSampleEngine:
         self.failures: list[tuple[str, str]] = []  # (layer, reason): kernels that raised
         self.skipped: dict[str, str] = {}  # layer -> why it was not recorded (latest reason)
         self.routes: dict[str, str] = {}  # qualified parameter name -> last route used
+        # qualified parameter name -> how <g_i, W> was last computed: "output" (from the
+        # layers' outputs), "einsum" (W R_it from the factors), "mixed", or "dense"
+        self.weight_dot_routes: dict[str, str] = {}
         self.projections = SketchProjections(config.sketch_dim, config.seed)
         self._registry = KernelRegistry()
         self._disabled: set[str] = set()
@@ -171,6 +180,7 @@ class PerSampleEngine:
         )
         if not slots:
             return
+        kernel = self._registry.lookup(module)[1]
         inputs = KernelInputs(
             args=tree_map(_detach, args),
             kwargs=tree_map(_detach, kwargs),
@@ -178,10 +188,19 @@ class PerSampleEngine:
             batch_size=self._batch_size,
             output_slots=slots,
         )
+        if kernel in READS_OUTPUT and len(flat) == 1 and type(flat[0]) is Tensor:
+            # <G_i, W> = sum_t b_it . (y_it - bias): keep y (a reference; autograd usually
+            # keeps it anyway) with the versions that tell an in-place edit since now
+            output = flat[0].detach()
+            weights = [getattr(module, attr, None) for attr in ("weight", "bias")]
+            inputs.output = output
+            inputs.versions = tuple(
+                (t, t._version) for t in (output, *weights) if isinstance(t, Tensor)
+            )
         use = _Use(
             name=name,
             module=module,
-            kernel=self._registry.lookup(module)[1],
+            kernel=kernel,
             inputs=inputs,
             params=params,
             out_meta=[(flat[s].shape, flat[s].dtype, flat[s].device) for s in slots],
@@ -248,6 +267,8 @@ class PerSampleEngine:
         use.done = True
         contributions: dict[str, Contribution] = {}
         try:
+            if use.inputs is not None and all(g is None for g in use.grads):
+                _check_output_not_rewritten(use.inputs)
             if any(g is not None for g in use.grads):
                 backprops = tuple(
                     g if g is not None else torch.zeros(shape, dtype=dtype, device=device)
@@ -280,6 +301,7 @@ class PerSampleEngine:
             if not entry.failed:
                 stats = self._param_stats(entry)
                 self.routes[entry.qualname] = stats.route
+                self.weight_dot_routes[entry.qualname] = stats.weight_dot_route
                 self._layer_stats.setdefault(entry.layer, []).append(stats)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(entry.layer, error)
@@ -432,6 +454,16 @@ class PerSampleEngine:
         self._disabled.add(name)
 
 
+def _check_output_not_rewritten(inputs: KernelInputs) -> None:
+    """No output gradient arrived and the kept output was modified in place: torch drops a
+    tensor hook when a view (e.g. a Linear's output on [B, T, d]) is modified in place, so
+    zeros would be wrong. Raise (the layer fails) rather than report g_i = 0."""
+    if inputs.output is not None and inputs.output._version != inputs.versions[0][1]:
+        raise RuntimeError(
+            "the layer's output was modified in place and its gradient hook never fired"
+        )
+
+
 def _gradient_edge(tensor: Tensor) -> Any:
     """Where a task backward can stop at this output (``task_targets``); None if unavailable."""
     try:
@@ -450,7 +482,7 @@ def _zero_stats(
     zeros = param.new_zeros(batch, dtype=dtype)
     sketch = param.new_zeros(batch, config.sketch_dim**2, dtype=dtype)
     gram = param.new_zeros(batch, batch, dtype=dtype) if config.gram else None
-    return ParamStats(zeros, zeros, sketch if config.sketch_dim else None, gram, "none")
+    return ParamStats(zeros, zeros, sketch if config.sketch_dim else None, gram, "none", "none")
 
 
 def _combine(stats: list[ParamStats], scale: float | Tensor) -> LayerStats:

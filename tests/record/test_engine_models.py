@@ -47,3 +47,23 @@ def test_lstm_model(batch_first):
     x = x if batch_first else x.transpose(0, 1)
     target = torch.randn(3, 3, dtype=torch.float64)
     assert_matches_reference(model, lambda: squared_error(model(x), target))
+
+
+def test_gpt_weight_dots_come_from_the_outputs():
+    """Linear, GPT-2 Conv1D and the tied head (+ wte's row ids) read <g_i, W> from outputs."""
+    from torch import nn
+
+    from .models import Conv1D
+    from .reference import engine_stats
+
+    torch.manual_seed(0)
+    model = TinyGPT(attention="qkv").double()
+    model.block.fc = Conv1D(16, 8).double()
+    ids = torch.randint(0, 11, (3, 6))
+    _, engine = engine_stats(model, lambda: lm_loss(model, ids), EngineConfig(route="ghost"))
+    routes = engine.weight_dot_routes
+    assert routes["wte.weight"] == "output"  # head output; the embedding use has row ids
+    for name in ("block.q", "block.proj", "block.fc", "block.out"):
+        assert routes[f"{name}.weight"] == "output", (name, routes)
+    assert isinstance(model.block.out, nn.Linear)
+    assert_matches_reference(model, lambda: lm_loss(model, ids), EngineConfig(route="ghost"))

@@ -9,7 +9,7 @@ from torch import nn
 from gradscope.record.engine import EngineConfig
 
 from .models import squared_error
-from .reference import assert_matches_reference
+from .reference import assert_matches_reference, engine_stats
 
 CASES = [
     # (conv class, spatial input size, keyword arguments)
@@ -52,3 +52,18 @@ def test_conv2d_generated_shapes(groups, kernel, stride, padding, dilation, leng
     target = torch.randn_like(layer(x))
     config = EngineConfig(gram=True, route=route)
     assert_matches_reference(layer, lambda: squared_error(layer(x), target), config)
+
+
+@pytest.mark.parametrize("conv_class,size,kwargs", CASES)
+def test_conv_weight_dot_is_read_from_the_output(conv_class, size, kwargs):
+    torch.manual_seed(1)
+    layer = conv_class(4, 4, **kwargs).double()
+    x = torch.randn(3, 4, *size, dtype=torch.float64)
+    target = torch.randn_like(layer(x))
+
+    def loss():
+        return squared_error(layer(x), target)
+
+    _, engine = engine_stats(layer, loss, EngineConfig(route="ghost"))
+    assert engine.weight_dot_routes["weight"] == "output"
+    assert_matches_reference(layer, loss, EngineConfig(route="ghost"))

@@ -28,6 +28,10 @@ FACTORED = "factored"  # ghost or materialise, chosen per layer and step by the 
 NORM_AFFINE = "norm-affine"
 FALLBACK = "fallback"
 
+# Kernels whose <G_i, W> can be read from the layer's output (y = W a + bias): the engine
+# keeps a detached reference to the output of their calls (KernelInputs.output).
+READS_OUTPUT: frozenset[Kernel] = frozenset({linear_kernel, conv_kernel, gpt2_conv1d_kernel})
+
 
 @dataclass
 class KernelRegistry:
@@ -79,4 +83,11 @@ def default_table() -> dict[type[nn.Module], tuple[str, Kernel]]:
     }
 
 
-__all__ = ["FACTORED", "FALLBACK", "NORM_AFFINE", "KernelRegistry", "default_table"]
+__all__ = [
+    "FACTORED",
+    "FALLBACK",
+    "NORM_AFFINE",
+    "READS_OUTPUT",
+    "KernelRegistry",
+    "default_table",
+]

@@ -25,6 +25,7 @@ from gradscope.record.kernels.base import (
     KernelInputs,
     flatten_positions,
     keep,
+    output_dot,
     output_grad,
 )
 from gradscope.record.kernels.fallback import FallbackKernel
@@ -68,8 +69,10 @@ def gpt2_conv1d_kernel(
     """Factored weight gradient (transposed orientation) and dense bias of a Conv1D call."""
     activations = flatten_positions(inputs.main_input())  # (B, 1, T, nx)
     grads = flatten_positions(output_grad(inputs, backprops))  # (B, 1, T, nf)
+    bias_grad = grads.sum((1, 2))  # (B, nf)
+    dot = output_dot(module, inputs, backprops, bias_grad)  # sum_t b_it . (y_it - bias)
     result: dict[str, Contribution] = {
-        "weight": Factored(left=activations, right=grads),
-        "bias": Dense(grads.sum((1, 2))),
+        "weight": Factored(left=activations, right=grads, weight_dot=dot),
+        "bias": Dense(bias_grad),
     }
     return keep(result, module)

@@ -16,9 +16,10 @@ order of ``inputs.output_slots``; a slot whose hook never fired holds zeros.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 
@@ -31,10 +32,40 @@ class KernelInputs:
     batch_dim: int  # where the batch lies in the module's main input
     batch_size: int  # B
     output_slots: tuple[int, ...]  # indices of the hooked tensors among the flattened outputs
+    # The module's output (detached reference, not a copy), kept only for the families whose
+    # <G_i, W> can be read from it (Linear, Conv, GPT-2 Conv1D), with the versions of the
+    # output and of the module's weight/bias at capture: a change means an in-place edit.
+    output: Tensor | None = None
+    versions: tuple[tuple[Tensor, int], ...] = ()
 
     def main_input(self) -> Tensor:
         """The first tensor argument with its batch dim moved to 0: [B, ...]."""
         return self.args[0].movedim(self.batch_dim, 0)
+
+
+@dataclass(frozen=True)
+class OutputDot:
+    """<G_i, W> of one use read from the layer's output: y_it = W a_it + bias, so
+
+        <G_i, W> = sum_t b_it . (y_it - bias) = sum_t b_it . y_it - (sum_t b_it) . bias
+
+    an elementwise product instead of a second forward matmul. ``grad`` and ``output``:
+    [B, ...] of the same shape; ``bias_grad``: sum_t b_it, [B, C] (None without a bias).
+    """
+
+    grad: Tensor
+    output: Tensor
+    bias_grad: Tensor | None = None
+    bias: Tensor | None = None
+
+    def value(self, dtype: torch.dtype) -> Tensor:
+        """[B] in ``dtype``."""
+        batch = self.grad.shape[0]
+        grad = self.grad.reshape(batch, -1).to(dtype)
+        dot = torch.einsum("bn,bn->b", grad, self.output.reshape(batch, -1).to(dtype))
+        if self.bias is not None and self.bias_grad is not None:
+            dot = dot - self.bias_grad.to(dtype) @ self.bias.detach().to(dtype)
+        return dot
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,8 @@ class Factored:
 
     left: Tensor
     right: Tensor
+    # <G_i, W> from the layer's output (``output_dot``); None: computed from the factors
+    weight_dot: OutputDot | None = field(default=None, compare=False)
 
     @property
     def is_index(self) -> bool:
@@ -83,6 +116,31 @@ def output_grad(inputs: KernelInputs, backprops: tuple[Tensor, ...]) -> Tensor:
     return backprops[0].movedim(inputs.batch_dim, 0)
 
 
+def output_dot(
+    module: nn.Module, inputs: KernelInputs, backprops: tuple[Tensor, ...], bias_grad: Tensor
+) -> OutputDot | None:
+    """``OutputDot`` of one call when its saved output is still what the layer computed.
+
+    None (the caller computes <G_i, W> from the factors) when no output was kept, when the
+    output or the weight/bias was modified in place since the capture (``_version``, e.g.
+    ``ReLU(inplace=True)`` right after the layer), or when the output does not have the
+    shape of the output gradient.
+    """
+    y = inputs.output
+    if y is None or len(backprops) != 1 or y.shape != backprops[0].shape:
+        return None
+    if any(t._version != version for t, version in inputs.versions):
+        return None
+    bias = getattr(module, "bias", None)
+    bias = bias if isinstance(bias, Tensor) else None
+    return OutputDot(
+        grad=backprops[0].movedim(inputs.batch_dim, 0),
+        output=y.movedim(inputs.batch_dim, 0),
+        bias_grad=bias_grad if bias is not None else None,
+        bias=bias,
+    )
+
+
 def flatten_positions(x: Tensor) -> Tensor:
     """[B, ..., D] -> [B, 1, T, D]: every non-batch position becomes a token, G = 1."""
     return x.reshape(x.shape[0], 1, -1, x.shape[-1])
@@ -109,8 +167,10 @@ __all__ = [
     "Factored",
     "Kernel",
     "KernelInputs",
+    "OutputDot",
     "flatten_positions",
     "keep",
+    "output_dot",
     "output_grad",
     "trainable",
 ]

@@ -5,7 +5,8 @@ The input x: [B, C_in, *S] is padded as the layer pads it and unfolded into patc
 gradient [B, C_out, *O] becomes [B, G, T, C_out/G]. Each group is a Linear layer on
 patches, so the weight [C_out, C_in/G, *k] gets the factored form with one row block per
 group, and the bias g_i = sum_t b_it ([B, C_out]). Stride, padding (numbers, 'same',
-'valid', and the non-zero padding modes) and dilation are honoured.
+'valid', and the non-zero padding modes) and dilation are honoured. <G_i, W> is read from
+the kept output when available: sum over positions of b . (y - bias).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradscope.record.kernels.base import Contribution, Dense, Factored, KernelInputs, keep
+from gradscope.record.kernels.base import (
+    Contribution,
+    Dense,
+    Factored,
+    KernelInputs,
+    keep,
+    output_dot,
+)
 
 
 def unfold_patches(module: nn.modules.conv._ConvNd, x: Tensor) -> Tensor:
@@ -46,8 +54,11 @@ def conv_kernel(
     batch, out_channels = grad.shape[:2]
     groups = module.groups
     grad = grad.reshape(batch, groups, out_channels // groups, -1).transpose(2, 3)
+    bias_grad = grad.sum(2).reshape(batch, out_channels)
+    # y: [B, C_out, *O] holds W patches + bias (broadcast over positions) for every group
+    dot = output_dot(module, inputs, backprops, bias_grad)
     result: dict[str, Contribution] = {
-        "weight": Factored(left=grad, right=patches),
-        "bias": Dense(grad.sum(2).reshape(batch, out_channels)),
+        "weight": Factored(left=grad, right=patches, weight_dot=dot),
+        "bias": Dense(bias_grad),
     }
     return keep(result, module)

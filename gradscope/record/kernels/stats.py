@@ -7,6 +7,7 @@ is the concatenation of the uses along the token axis T. With that L_i: [T, P], 
     ||G_i||^2    = sum_{t,s} (L_it . L_is)(R_it . R_is)          ghost norm, [B]
     <G_i, G_j>   = sum_{t,s} (L_it . L_js)(R_it . R_js)          Gram, [B, B]
     <G_i, W>     = sum_t L_it . (W R_it)                          weight alignment, [B]
+                 = sum_t b_it . (y_it - bias)     per use, from the layer output if kept
     S_i          = (P_out L_i^T)(R_i P_in^T)                       sketch, [k, k]
 
 Row-id factors (Embedding) are never expanded: L_it . L_is = [id_t == id_s] and
@@ -34,6 +35,7 @@ class ParamStats:
     sketch: Tensor | None
     gram: Tensor | None
     route: str
+    weight_dot_route: str = "dense"  # "output" | "einsum" | "mixed" (factored), or "dense"
 
 
 def parameter_stats(
@@ -52,8 +54,11 @@ def parameter_stats(
         dense += [materialize(c, weight.shape).to(dtype) for c in factored]
         factored = []
     if factored:
+        weight_dot, dot_route = _weight_dot(weight, factored, dtype)
         kinds = _concatenate(factored, dtype)
-        return _factored_stats(weight, kinds, projection, want_gram)
+        stats = _factored_stats(weight, kinds, projection, want_gram, weight_dot)
+        stats.weight_dot_route = dot_route
+        return stats
     return _dense_stats(weight, torch.stack(dense).sum(0), projection, want_gram)
 
 
@@ -145,8 +150,35 @@ def _right_gram(a: Factored, b: Factored, cross: bool) -> Tensor:
     return torch.einsum("igtq,jgsq->ijgts" if cross else "bgtq,bgsq->bgts", a.right, b.right)
 
 
+def _weight_dot(weight: Tensor, factored: list[Factored], dtype: torch.dtype) -> tuple[Tensor, str]:
+    """<G_i, W> summed over the uses (it is linear in G_i), and how it was computed.
+
+    A use whose layer output was kept (``Factored.weight_dot``) reads it from the output:
+    sum_t b_it . (y_it - bias), no matmul. The others (output modified in place, not a plain
+    tensor, Embedding's row ids) take sum_t L_it . (W R_it) from their own factors.
+    """
+    weight2d = weight.reshape(weight.shape[0], -1)
+    total, used = None, set()
+    for c in factored:
+        if c.weight_dot is not None:
+            value = c.weight_dot.value(dtype)
+            used.add("output")
+        else:
+            left = c.left if c.is_index else c.left.to(dtype)
+            value = _factored_weight_dot(weight2d, Factored(left, c.right.to(dtype)))
+            if not c.is_index:
+                used.add("einsum")
+        total = value if total is None else total + value
+    route = "mixed" if len(used) == 2 else used.pop() if used else "einsum"
+    return total, route
+
+
 def _factored_stats(
-    weight: Tensor, kinds: list[Factored], projection: tuple[Tensor, ...] | None, want_gram: bool
+    weight: Tensor,
+    kinds: list[Factored],
+    projection: tuple[Tensor, ...] | None,
+    want_gram: bool,
+    weight_dot: Tensor | None = None,
 ) -> ParamStats:
     norm2 = sum(
         (_left_gram(a, b, False) * _right_gram(a, b, False)).sum((1, 2, 3))
@@ -160,8 +192,9 @@ def _factored_stats(
             for a in kinds
             for b in kinds
         )
-    weight2d = weight.reshape(weight.shape[0], -1)
-    weight_dot = sum(_factored_weight_dot(weight2d, c) for c in kinds)
+    if weight_dot is None:
+        weight2d = weight.reshape(weight.shape[0], -1)
+        weight_dot = sum(_factored_weight_dot(weight2d, c) for c in kinds)
     sketch = None
     if projection is not None:
         sketch = sum(_factored_sketch(c, *projection) for c in kinds)
