@@ -1,9 +1,12 @@
 """A two-task regression model on synthetic data, with three planted problems.
 
-- Conflicting tasks: task "flip" wants the negative of what task "fit" wants on the
-  shared trunk's main direction (PCGrad-style conflict, cosine well below 0).
-- A noisy data source: samples from source 1 carry labels with heavy noise.
-- A learning-rate burst: the rate jumps 30x for a few steps (a loss spike).
+- Conflicting tasks: the "flip" loss was meant for its own head but is wired to the "fit"
+  head's output with the opposite target (a sign-convention bug), so the two losses pull
+  the shared layers in opposite directions (PCGrad-style conflict, cosine well below 0).
+- A noisy data source: samples from source 1 carry labels with heavy noise; they are
+  labelled with gradscope.groups(), so per-group statistics (--profile full) and the
+  most misaligned samples point at them.
+- A learning-rate burst: the rate jumps 300x for two steps (a loss spike).
 
 Runs on CPU in seconds and needs no data. It uses two one-line gradscope calls, which
 do nothing unless a recorder is active.
@@ -29,8 +32,8 @@ class TwoTaskNet(nn.Module):
         self.flip_head = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shared = self.trunk(x)
-        return self.fit_head(shared).squeeze(-1), self.flip_head(shared).squeeze(-1)
+        fit = self.fit_head(self.trunk(x)).squeeze(-1)
+        return fit, fit  # the planted bug: "flip" should read self.flip_head
 
 
 def make_data(samples: int, features: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -39,7 +42,7 @@ def make_data(samples: int, features: int, generator: torch.Generator) -> tuple[
     signal = x @ direction / features**0.5
     source = (torch.rand(samples, generator=generator) < 0.25).long()  # 1 = noisy source
     noise = torch.randn(samples, generator=generator) * (0.1 + 2.0 * source)
-    return x, signal + noise, -signal + 0.1 * torch.randn(samples, generator=generator), source
+    return x, signal + noise, -0.5 * signal, source
 
 
 def main() -> None:
@@ -53,11 +56,11 @@ def main() -> None:
     x, fit_target, flip_target, source = make_data(4096, 16, generator)
     model = TwoTaskNet()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    burst = range(args.steps * 2 // 3, args.steps * 2 // 3 + 3)
+    burst = range(args.steps * 2 // 3, args.steps * 2 // 3 + 2)
     for step in range(args.steps):
         index = torch.randint(0, len(x), (args.batch,), generator=generator)
         for group in optimizer.param_groups:
-            group["lr"] = 0.1 if step in burst else 3e-3
+            group["lr"] = 1.0 if step in burst else 3e-3
         fit, flip = model(x[index])
         fit_loss = nn.functional.mse_loss(fit, fit_target[index])
         flip_loss = nn.functional.mse_loss(flip, flip_target[index])
