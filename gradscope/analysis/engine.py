@@ -82,7 +82,10 @@ def _families(
             ),
             alignment_verdict,
         ),
-        "noise": (lambda: noise_metrics(layers, samples, gram), noise_verdict),
+        "noise": (
+            lambda: noise_metrics(layers, samples, gram, sketch_moments=tables.get("sketch_moments")),
+            noise_verdict,
+        ),
         "stability": (lambda: stability_metrics(steps, layers), stability_verdict),
     }
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gradscope.analysis import sketches
 from gradscope.analysis.coherence import (
     EPS,
     ROW_COLUMNS,
@@ -163,34 +164,22 @@ def gsnr(sketches: np.ndarray) -> float:
     return float((sketches.mean(axis=0)[keep] ** 2 / variance[keep]).mean())
 
 
-def gsnr_rows(samples: pd.DataFrame) -> pd.DataFrame:
-    """noise.gsnr per (step, layer) from the SAMPLES sketch column: ``gsnr`` for every
-    group at once (per-coordinate means and two-pass variances by ``np.bincount``).
-
-    Rows whose sketch length differs from the most common one are left out.
-    """
-    lengths = samples["sketch"].map(len, na_action="ignore").fillna(0).to_numpy(int)
-    if not (lengths > 0).any():
+def gsnr_rows(sketch_moments: pd.DataFrame) -> pd.DataFrame:
+    """noise.gsnr per (step, layer) from sketch moments (``analysis.sketches``): ``gsnr``
+    for every group at once, mean_j^2 / var_j (ddof = 1) averaged over coordinates with
+    var > 1e-12."""
+    if not len(sketch_moments):
         return pd.DataFrame(columns=list(ROW_COLUMNS))
-    width = int(np.bincount(lengths[lengths > 0]).argmax())
-    usable = samples[lengths == width]
-    matrix = np.concatenate(usable["sketch"].to_numpy()).reshape(-1, width).astype(np.float64)
-    grouped = usable.groupby(["step", "layer"], sort=True)
-    codes, keys = grouped.ngroup().to_numpy(), list(grouped.size().index)
-    count = np.bincount(codes, minlength=len(keys)).astype(np.float64)[:, None]  # (G, 1)
-    mean = _group_sums(codes, matrix, len(keys)) / count  # (G, k)
-    variance = _group_sums(codes, (matrix - mean[codes]) ** 2, len(keys)) / np.maximum(count - 1, 1)
+    count = sketch_moments["count"].to_numpy(np.float64)[:, None]  # (G, 1)
+    total, squares = np.stack(sketch_moments["sum"]), np.stack(sketch_moments["sumsq"])  # (G, k)
+    mean = total / count
+    variance = (squares - count * mean**2) / np.maximum(count - 1, 1)
     keep = (variance > EPS) & (count > 1)
     ratio = np.where(keep, mean**2 / np.where(keep, variance, 1.0), 0.0)
     kept = keep.sum(axis=1)
     value = np.where(kept > 0, ratio.sum(axis=1) / np.maximum(kept, 1), np.nan)
-    steps, layers = zip(*keys)
-    return pd.DataFrame({"step": steps, "name": "gsnr", "scope": "layer", "key": layers, "value": value})
-
-
-def _group_sums(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
-    """Column sums of ``values`` [N, k] per group code: [groups, k]."""
-    return np.stack([np.bincount(codes, values[:, j], groups) for j in range(values.shape[1])], axis=1)
+    return pd.DataFrame({"step": sketch_moments["step"].to_numpy(), "name": "gsnr", "scope": "layer",
+                         "key": sketch_moments["layer"].to_numpy(), "value": value})
 
 
 def noise_metrics(
@@ -198,15 +187,22 @@ def noise_metrics(
     samples: pd.DataFrame | None,
     gram: pd.DataFrame | None,
     *,
+    sketch_moments: pd.DataFrame | None = None,
     decay: float = 0.9,
 ) -> pd.DataFrame:
-    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows."""
+    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows.
+
+    GSNR comes from ``sketch_moments`` when given (a streaming reader computes them), else
+    from the ``sketch`` column of ``samples``.
+    """
     moments = step_moments(layers, samples, gram)
     parts = [noise_scale_rows(moments, decay=decay)] if len(moments) else []
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
         parts.append(cockpit_rows(gram))
-    if has_columns(samples, "step", "layer", "sketch"):
-        parts.append(gsnr_rows(samples))
+    if sketch_moments is None and has_columns(samples, "step", "layer", "sketch"):
+        sketch_moments = sketches.from_samples(samples)
+    if sketch_moments is not None:
+        parts.append(gsnr_rows(sketch_moments))
     return concat_rows(parts)
 
 

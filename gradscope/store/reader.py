@@ -66,6 +66,16 @@ class Run:
         for batch in dataset.to_batches(columns=names, batch_size=batch_rows):
             yield batch.to_pandas()
 
+    def record_batches(
+        self, table: str, columns: Sequence[str] | None = None, batch_rows: int = 262_144
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table as Arrow record batches of at most ``batch_rows`` rows."""
+        dataset = self.dataset(table)
+        if dataset is None:
+            return
+        names = list(columns) if columns is not None else None
+        yield from dataset.to_batches(columns=names, batch_size=batch_rows)
+
     def count(self, table: str) -> int:
         dataset = self.dataset(table)
         return 0 if dataset is None else dataset.count_rows()

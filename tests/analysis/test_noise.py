@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradscope.analysis import noise
+from gradscope.analysis import noise, sketches
 
 DIM, SIGMA, BATCH, STEPS = 5, 1.0, 64, 300
 
@@ -107,14 +107,15 @@ def test_verdict_compares_batch_with_b_simple(batch: int, scale: float, level: s
     assert "no data" in noise.noise_verdict(rows.iloc[:0]).summary
 
 
-def test_gsnr_rows_match_gsnr_per_step_and_layer() -> None:
+def test_gsnr_from_moments_combined_across_batches_matches_gsnr() -> None:
     rng = np.random.default_rng(3)
     rows = [
         {"step": step, "layer": layer, "sketch": rng.normal(loc=0.3, size=4).astype(np.float32)}
         for step in range(3) for layer in ("a", "b") for _ in range(5)
     ]
     samples = pd.DataFrame(rows)
-    result = noise.gsnr_rows(samples).set_index(["step", "key"])["value"]
+    halves = [sketches.from_samples(samples.iloc[:13]), sketches.from_samples(samples.iloc[13:])]
+    result = noise.gsnr_rows(sketches.combine(halves)).set_index(["step", "key"])["value"]
     for (step, layer), block in samples.groupby(["step", "layer"]):
         expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))
         assert result[(step, layer)] == pytest.approx(expected, rel=1e-9)
