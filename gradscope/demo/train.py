@@ -3,10 +3,10 @@
 - Conflicting tasks: the "flip" loss was meant for its own head but is wired to the "fit"
   head's output with the opposite target (a sign-convention bug), so the two losses pull
   the shared layers in opposite directions (PCGrad-style conflict, cosine well below 0).
-- A noisy data source: samples from source 1 carry labels with heavy noise; they are
-  labelled with gradscope.groups(), so per-group statistics (--profile full) and the
-  most misaligned samples point at them.
-- A learning-rate burst: the rate jumps 300x for two steps (a loss spike).
+- A noisy data source: samples from source 1 carry labels with heavy noise, which makes
+  per-sample gradients disagree (low coherence); they are labelled with gradscope.groups()
+  for per-group statistics (--profile full).
+- A learning-rate burst: the rate jumps about 70x for two steps (a spike it recovers from).
 
 Runs on CPU in seconds and needs no data. It uses two one-line gradscope calls, which
 do nothing unless a recorder is active.
@@ -60,7 +60,7 @@ def main() -> None:
     for step in range(args.steps):
         index = torch.randint(0, len(x), (args.batch,), generator=generator)
         for group in optimizer.param_groups:
-            group["lr"] = 1.0 if step in burst else 3e-3
+            group["lr"] = 0.2 if step in burst else 3e-3
         fit, flip = model(x[index])
         fit_loss = nn.functional.mse_loss(fit, fit_target[index])
         flip_loss = nn.functional.mse_loss(flip, flip_target[index])
