@@ -235,12 +235,18 @@ class PerSampleEngine:
         if self._batch_size is None:
             self._batch_size = main.shape[batch_dim]
         elif main.shape[batch_dim] != self._batch_size:
+            if self.config.batch_dim is None and isinstance(getattr(module, "batch_first", None), bool):
+                # A module that declares its layout disagrees with the batch size taken from
+                # dim 0 of earlier layers: a sequence-first model; B was wrong for them.
+                self.batch_conflict = (name, batch_dim, main.shape[batch_dim], self._batch_size)
             return (
                 f"input has size {main.shape[batch_dim]} at batch dim {batch_dim}, "
                 f"the batch size is {self._batch_size}: an input shared by the whole batch "
                 "(e.g. position ids) hides per-sample gradients from output hooks"
             )
         return None
+
+    batch_conflict: tuple[str, int, int, int] | None = None  # (layer, dim, its B, inferred B)
 
     def _batch_dim(self, module: nn.Module) -> int:
         if self.config.batch_dim is not None:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,9 @@ class Recorder(Callbacks):
             return
         stats = self._engine.collect(1.0)
         self._report_engine_failures()
+        if self._engine.batch_conflict is not None:
+            self._switch_batch_dim()
+            return  # this backward's per-sample values used the wrong batch dimension
         if not stats:
             return
         pending = self._pending
@@ -315,6 +318,17 @@ class Recorder(Callbacks):
                 groups=pending.groups,
             )
         )
+
+    def _switch_batch_dim(self) -> None:
+        """A module declaring ``batch_first`` saw another batch size than dim 0 of earlier
+        layers: the model is sequence-first. Use that module's batch dim from now on."""
+        layer, dim, size, inferred = self._engine.batch_conflict
+        self._engine.batch_conflict = None
+        self._engine.config = replace(self._engine.config, batch_dim=dim)
+        self._warn("batch dimension", f"{layer} declares batch_first=False and sees batch {size} at dim "
+                   f"{dim}, not {inferred} at dim 0: a sequence-first model; per-sample statistics use "
+                   f"batch dim {dim} from the next recorded step (this step's were dropped; "
+                   f"--batch-dim {dim} avoids this)")
 
     def _report_engine_failures(self) -> None:
         failures = getattr(self._engine, "failures", None)

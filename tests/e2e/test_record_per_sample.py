@@ -44,10 +44,20 @@ def _reference_step0(module) -> dict[str, dict[str, np.ndarray]]:
     return expected
 
 
-@pytest.mark.parametrize("script", ["train_transformer", "train_cnn", "train_lstm"])
-def test_per_sample_shards_match_a_naive_loop(script, tmp_path):
+@pytest.mark.parametrize(
+    ("script", "options"),
+    [
+        ("train_transformer", ()),
+        ("train_cnn", ()),
+        ("train_lstm", ()),
+        ("train_seqfirst", ("--batch-dim", "1")),
+    ],
+)
+def test_per_sample_shards_match_a_naive_loop(script, options, tmp_path):
     plain = run_plain(python(f"{script}.py"), tmp_path)
-    recorded = run_recorded(python(f"{script}.py"), tmp_path / "run", tmp_path, options=("--profile", "full"))
+    recorded = run_recorded(
+        python(f"{script}.py"), tmp_path / "run", tmp_path, options=("--profile", "full", *options)
+    )
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout == plain.stdout
     run = open_run(tmp_path / "run")
@@ -73,7 +83,8 @@ def test_per_sample_shards_match_a_naive_loop(script, tmp_path):
         np.testing.assert_allclose(np.diag(matrix), diagonal, rtol=RTOL)
     assert not run.meta["failures"], run.meta["failures"]
     # the output head for GWA: a tied head's weight is reported under the embedding
-    assert run.meta["head"] == {"train_transformer": "wte", "train_cnn": "fc", "train_lstm": "head"}[script]
+    heads = {"train_transformer": "wte", "train_cnn": "fc", "train_lstm": "head", "train_seqfirst": "2"}
+    assert run.meta["head"] == heads[script]
 
 
 def test_report_shows_coverage_of_a_transformer(tmp_path):
@@ -99,3 +110,14 @@ def test_batchnorm_in_train_mode_is_reported_not_covered(tmp_path):
     assert "1" not in set(run.table("samples")["layer"])
     proc = gradscope("report", "--no-color", str(tmp_path / "run"))
     assert "not covered: 1 (BatchNorm1d" in proc.stdout
+
+
+def test_a_sequence_first_model_is_detected_not_misread(tmp_path):
+    """Without --batch-dim, dim 0 of [T, B, d] would pass for the batch: the attention
+    module's batch_first=False exposes it, that step is dropped and the rest use dim 1."""
+    recorded = run_recorded(python("train_seqfirst.py"), tmp_path / "run", tmp_path)
+    assert recorded.returncode == 0
+    assert "sequence-first" in recorded.stderr
+    samples = open_run(tmp_path / "run").table("samples")
+    assert 0 not in set(samples["step"])
+    assert set(samples.groupby(["step", "layer"])["sample"].nunique()) == {5}
