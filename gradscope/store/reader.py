@@ -55,17 +55,6 @@ class Run:
             return TABLES[table].empty_table().select(names).to_pandas()
         return dataset.to_table(columns=names, filter=filter).to_pandas()
 
-    def batches(
-        self, table: str, columns: Sequence[str] | None = None, batch_rows: int = 262_144
-    ) -> Iterator[pd.DataFrame]:
-        """Stream the table in record batches of at most ``batch_rows`` rows."""
-        dataset = self.dataset(table)
-        if dataset is None:
-            return
-        names = list(columns) if columns is not None else None
-        for batch in dataset.to_batches(columns=names, batch_size=batch_rows):
-            yield batch.to_pandas()
-
     def record_batches(
         self, table: str, columns: Sequence[str] | None = None, batch_rows: int = 262_144
     ) -> Iterator[pa.RecordBatch]:
