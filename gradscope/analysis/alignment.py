@@ -15,24 +15,25 @@ when the recorder records the bias in the same layer row; the authors exclude th
 
 Epoch score (the authors' code): mean(a) / (excess kurtosis(a) + 1.2) over every head
 score gathered during the epoch, kurtosis the biased Fisher estimator
-(scipy.stats.kurtosis defaults, computed here with numpy). The early-stop point is the
-epoch of the highest score.
+(scipy.stats.kurtosis defaults), here from central moments merged batch by batch
+(gradscope.analysis.central_moments), so a run's scores are never held whole. The
+early-stop point is the epoch of the highest score.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from gradscope.analysis.coherence import (
-    concat_rows,
-    has_columns,
-    layer_sums,
-    tidy,
-)
+from gradscope.analysis.central_moments import CentralMoments
+from gradscope.analysis.coherence import concat_rows, tidy
 from gradscope.analysis.types import Verdict
+
+if TYPE_CHECKING:
+    from gradscope.analysis.samples import SampleSummary
 
 GWA_EPS = 1e-12
 DENOMINATOR_GUARD = 1e-6
@@ -45,42 +46,43 @@ def excess_kurtosis(values: np.ndarray) -> float:
     >>> excess_kurtosis(np.array([-1.0, 1.0]))
     -2.0
     """
-    values = np.asarray(values, dtype=np.float64)
-    centred = values - values.mean()
-    m2 = (centred**2).mean()
-    if not m2 > 0:
-        return np.nan
-    return float((centred**4).mean() / m2**2 - 3.0)
+    return CentralMoments.of(values).excess_kurtosis
 
 
 def epoch_score(scores: np.ndarray) -> float:
-    """GWA epoch score mean(a) / (kurtosis(a) + 1.2), guarded near a zero denominator.
-
-    The denominator is 0 for a uniform distribution (excess kurtosis -1.2); when
-    |kurtosis + 1.2| < 1e-6 it is replaced by 1e-6 with its sign. NaN for fewer than two
-    scores or constant scores.
+    """GWA epoch score mean(a) / (kurtosis(a) + 1.2) of the finite ``scores``.
 
     >>> round(epoch_score(np.array([0.0, 0.1, 0.1, 0.2])), 6)
     0.5
     """
     scores = np.asarray(scores, dtype=np.float64)
-    scores = scores[np.isfinite(scores)]
-    if len(scores) < 2:
+    return score_of_moments(CentralMoments.of(scores[np.isfinite(scores)]))
+
+
+def score_of_moments(moments: CentralMoments) -> float:
+    """The epoch score from the epoch's central moments, guarded near a zero denominator.
+
+    The denominator is 0 for a uniform distribution (excess kurtosis -1.2); when
+    |kurtosis + 1.2| < 1e-6 it is replaced by 1e-6 with its sign. NaN for fewer than two
+    scores or constant scores.
+    """
+    if moments.n < 2:
         return np.nan
-    denominator = excess_kurtosis(scores) + 1.2
+    denominator = moments.excess_kurtosis + 1.2
     if abs(denominator) < DENOMINATOR_GUARD:
         denominator = DENOMINATOR_GUARD if denominator >= 0 else -DENOMINATOR_GUARD
-    return float(scores.mean() / denominator)
+    return float(moments.mean / denominator)
 
 
-def sample_alignment(samples: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+def sample_alignment(samples: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
     """a_i per (step, micro, sample, layer), plus model rows with layer "".
 
-    Columns: step, micro, sample, layer, gwa. Rows whose layer has no weight norm drop.
+    ``weights`` holds ||W|| per (step, layer) (columns step, layer, weight_norm; see
+    ``layer_sums``). Columns: step, micro, sample, layer, gwa. Rows whose layer has no
+    weight norm drop.
     """
-    weights = layer_sums(layers)[["step", "layer", "weight_norm"]]
     frame = samples[["step", "micro", "sample", "layer", "norm2", "weight_dot"]].merge(
-        weights, on=["step", "layer"]
+        weights[["step", "layer", "weight_norm"]], on=["step", "layer"]
     )
     frame = frame.assign(w2=frame["weight_norm"] ** 2)
     by = ["step", "micro", "sample"]
@@ -94,21 +96,21 @@ def sample_alignment(samples: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFram
 def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -> pd.Series:
     """Epoch per step: the mapping when given (unmapped steps drop as NaN), else step // window."""
     if epochs is not None:
-        return steps.map(lambda s: epochs.get(int(s), np.nan))
+        return steps.map(epochs).astype(float)
     return steps // window
 
 
-def _misaligned_rows(head: pd.DataFrame, count: int) -> pd.DataFrame:
-    """The ``count`` lowest head scores (most misaligned samples), scope sample."""
-    worst = head.nsmallest(count, "gwa")
+def _misaligned_rows(worst: pd.DataFrame) -> pd.DataFrame:
+    """The most misaligned samples (lowest head scores), scope sample."""
     keys = worst["step"].astype(str) + ":" + worst["micro"].astype(str) + ":" + worst["sample"].astype(str)
     return tidy(worst.assign(key=keys.to_numpy()), "misaligned", "gwa", scope="sample", key="key")
 
 
-def _epoch_rows(head: pd.DataFrame) -> pd.DataFrame:
+def _epoch_rows(head_epochs: Mapping[int, CentralMoments]) -> pd.DataFrame:
     """alignment.epoch_score per epoch and alignment.early_stop_epoch (step -1)."""
-    scores = head.dropna(subset=["epoch"]).groupby("epoch")["gwa"].apply(epoch_score)
-    frame = pd.DataFrame({"step": -1, "epoch": scores.index.astype(int), "value": scores.to_numpy()})
+    epochs = sorted(head_epochs)
+    scores = pd.Series([score_of_moments(head_epochs[e]) for e in epochs], index=epochs, dtype=float)
+    frame = pd.DataFrame({"step": -1, "epoch": epochs, "value": scores.to_numpy()})
     parts = [tidy(frame, "epoch_score", "value", scope="epoch", key="epoch")]
     if scores.notna().any():
         best = pd.DataFrame({"step": [-1], "value": [float(scores.idxmax())]})
@@ -116,31 +118,19 @@ def _epoch_rows(head: pd.DataFrame) -> pd.DataFrame:
     return concat_rows(parts)
 
 
-def alignment_metrics(
-    samples: pd.DataFrame | None,
-    layers: pd.DataFrame | None,
-    *,
-    head: str | None,
-    epochs: Mapping[int, int] | None = None,
-    window: int = DEFAULT_WINDOW,
-    worst: int = 20,
-) -> pd.DataFrame:
+def alignment_metrics(summary: SampleSummary | None) -> pd.DataFrame:
     """All alignment rows: gwa (per-step mean, model and layers), gwa_head, epoch_score,
-    early_stop_epoch, misaligned (the ``worst`` lowest head scores)."""
-    needed = ("step", "micro", "sample", "layer", "norm2", "weight_dot")
-    if not has_columns(samples, *needed) or not has_columns(layers, "step", "layer", "weight_norm"):
+    early_stop_epoch, misaligned (the lowest head scores)."""
+    if summary is None or not len(summary.gwa):
         return concat_rows([])
-    scores = sample_alignment(samples, layers)
-    means = scores.groupby(["step", "layer"], as_index=False)["gwa"].mean()
+    means = summary.gwa
     parts = [
         tidy(means[means["layer"] == ""], "gwa", "gwa"),
         tidy(means[means["layer"] != ""], "gwa", "gwa", scope="layer", key="layer"),
     ]
-    if head is not None and (scores["layer"] == head).any():
-        head_scores = scores[scores["layer"] == head]
-        head_scores = head_scores.assign(epoch=epochs_of(head_scores["step"], epochs, window))
-        parts.append(tidy(means[means["layer"] == head], "gwa_head", "gwa"))
-        parts += [_epoch_rows(head_scores), _misaligned_rows(head_scores, worst)]
+    if summary.head is not None and (means["layer"] == summary.head).any():
+        parts.append(tidy(means[means["layer"] == summary.head], "gwa_head", "gwa"))
+        parts += [_epoch_rows(summary.head_epochs), _misaligned_rows(summary.misaligned)]
     return concat_rows(parts)
 
 

@@ -12,11 +12,15 @@ S1 = ||sum_i g_i||^2, S2 = sum_i ||g_i||^2, K the B x B Gram K_ij = <g_i, g_j>.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from gradscope.analysis.types import Verdict
+
+if TYPE_CHECKING:
+    from gradscope.analysis.samples import SampleSummary
 
 EPS = 1e-12
 ROW_COLUMNS = ("step", "name", "scope", "key", "value")
@@ -82,12 +86,6 @@ def layer_sums(layers: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def sample_counts(samples: pd.DataFrame) -> pd.Series:
-    """m per step: the number of distinct (micro, sample) pairs in SAMPLES."""
-    distinct = samples[["step", "micro", "sample"]].drop_duplicates()
-    return distinct.groupby("step").size().rename("m")
-
-
 def _gram_moments(gram: pd.DataFrame) -> pd.DataFrame:
     """S1 = sum(K), S2 = trace(K), m = B from the first micro-batch of each step."""
     first = gram[gram["micro"] == gram.groupby("step")["micro"].transform("min")]
@@ -99,7 +97,7 @@ def _gram_moments(gram: pd.DataFrame) -> pd.DataFrame:
 
 
 def step_moments(
-    layers: pd.DataFrame | None, samples: pd.DataFrame | None, gram: pd.DataFrame | None = None
+    layers: pd.DataFrame | None, samples: SampleSummary | None, gram: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """S1, S2 and m per (step, layer), plus model rows with layer "" (sums over layers).
 
@@ -110,13 +108,10 @@ def step_moments(
     """
     per_layer = pd.DataFrame(columns=["step", "layer", "s1", "s2", "m"])
     source = ""
-    if has_columns(layers, "step", "layer") and has_columns(samples, "step", "layer", "norm2"):
+    if has_columns(layers, "step", "layer") and samples is not None and len(samples.s2):
         s1 = layer_sums(layers)[["step", "layer", "s1"]]
         if s1["s1"].notna().any():
-            s2 = samples.groupby(["step", "layer"])["norm2"].sum().rename("s2").reset_index()
-            per_layer = s1.merge(s2, on=["step", "layer"]).merge(
-                sample_counts(samples).reset_index(), on="step"
-            )
+            per_layer = s1.merge(samples.s2, on=["step", "layer"]).merge(samples.counts, on="step")
             per_layer, source = per_layer.dropna(subset=["s1", "s2"]), "sum_norm2"
     if not len(per_layer) and has_columns(gram, "step", "micro", "layer", "size", "values"):
         per_layer, source = _gram_moments(gram), "gram"
@@ -254,19 +249,6 @@ def _moment_rows(moments: pd.DataFrame) -> list[pd.DataFrame]:
     return parts
 
 
-def _sample_groups(samples: pd.DataFrame | None) -> dict[tuple[int, int], np.ndarray]:
-    """(step, micro) -> group label per sample index, when any label is set."""
-    if not has_columns(samples, "step", "micro", "sample", "group"):
-        return {}
-    labels = samples[["step", "micro", "sample", "group"]].drop_duplicates(["step", "micro", "sample"])
-    if not (labels["group"] >= 0).any():
-        return {}
-    return {
-        (int(s), int(u)): block.sort_values("sample")["group"].to_numpy()
-        for (s, u), block in labels.groupby(["step", "micro"])
-    }
-
-
 def _gram_rows(gram: pd.DataFrame, groups: dict[tuple[int, int], np.ndarray]) -> pd.DataFrame:
     """Stiffness per (step, layer) and model, averaged over the step's micro-batches."""
     records = []
@@ -310,13 +292,13 @@ def _micro_rows(gram: pd.DataFrame, moments: pd.DataFrame) -> pd.DataFrame:
 
 
 def coherence_metrics(
-    layers: pd.DataFrame | None, samples: pd.DataFrame | None, gram: pd.DataFrame | None
+    layers: pd.DataFrame | None, samples: SampleSummary | None, gram: pd.DataFrame | None
 ) -> pd.DataFrame:
     """All coherence rows (step, name, scope, key, value); missing inputs give fewer rows."""
     moments = step_moments(layers, samples, gram)
     parts = _moment_rows(moments) if len(moments) else []
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
-        parts.append(_gram_rows(gram, _sample_groups(samples)))
+        parts.append(_gram_rows(gram, samples.groups if samples is not None else {}))
         parts.append(_micro_rows(gram, moments))
     return concat_rows(parts)
 

@@ -10,6 +10,7 @@ the layers both tasks reach. A pair with no such layer has no cosine (NaN).
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from gradscope.analysis.coherence import (
     tidy,
 )
 from gradscope.analysis.types import Verdict
+
+if TYPE_CHECKING:
+    from gradscope.analysis.samples import SampleSummary
 
 STRONG, SEVERE = -0.5, -0.8  # GCond conflict zones
 CONFLICT_TOL = 1e-9  # cos below -tol counts as conflict (round-off on orthogonal pairs)
@@ -182,16 +186,14 @@ def group_gram(matrix: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return names, onehot.T @ matrix @ onehot
 
 
-def _group_rows(gram: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+def _group_rows(gram: pd.DataFrame, lookup: dict[tuple[int, int], np.ndarray]) -> pd.DataFrame:
     """group_cos per (step, group pair) from the model Gram of each micro-batch (averaged
-    over micro-batches: cross-micro-batch dots are not recorded)."""
-    labels = samples[["step", "micro", "sample", "group"]].drop_duplicates(["step", "micro", "sample"])
-    labels = labels[labels["group"] >= 0]
-    lookup = {k: b.sort_values("sample")["group"].to_numpy() for k, b in labels.groupby(["step", "micro"])}
+    over micro-batches: cross-micro-batch dots are not recorded); ``lookup`` maps
+    (step, micro) to the group label of each sample."""
     records = []
     for step, micro, _layer, matrix in grams(gram, by_layer=False):
         groups = lookup.get((step, micro))
-        if groups is None or len(groups) != matrix.shape[0]:
+        if groups is None or len(groups) != matrix.shape[0] or (groups < 0).any():
             continue
         names, block = group_gram(matrix, groups)
         for a, b in itertools.combinations(range(len(names)), 2):
@@ -224,7 +226,7 @@ def conflict_metrics(
     tasks: pd.DataFrame | None,
     task_samples: pd.DataFrame | None = None,
     gram: pd.DataFrame | None = None,
-    samples: pd.DataFrame | None = None,
+    samples: SampleSummary | None = None,
     *,
     worst: int = 20,
 ) -> pd.DataFrame:
@@ -237,10 +239,9 @@ def conflict_metrics(
     needed = ("step", "sample", "task_a", "task_b", "dot", "norm2_a", "norm2_b")
     if has_columns(task_samples, *needed):
         parts.append(_sample_rows(task_samples, worst))
-    if has_columns(gram, "step", "micro", "layer", "size", "values") and has_columns(
-        samples, "step", "micro", "sample", "group"
-    ):
-        parts.append(_group_rows(gram, samples))
+    groups = samples.groups if samples is not None else {}
+    if has_columns(gram, "step", "micro", "layer", "size", "values") and groups:
+        parts.append(_group_rows(gram, groups))
     return concat_rows(parts)
 
 

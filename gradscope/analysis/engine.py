@@ -3,7 +3,8 @@
 ``analyze`` is pure: it reads the DataFrames it is handed (columns of the Arrow schemas in
 gradscope/store/schema.py; any table or column may be missing) and never imports torch.
 Multi-rank runs: only the lowest rank present is analysed (per-rank tables repeat the
-model; their samples differ). Streaming over shards is the reader's job.
+model; their samples differ). Streaming over shards is the reader's job; SAMPLES is
+reduced by gradscope.analysis.samples, as it streams or here when handed whole.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alig
 from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.noise import noise_metrics, noise_verdict
+from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.stability import stability_metrics, stability_verdict
 from gradscope.analysis.types import FAMILIES, METRIC_COLUMNS, Verdict
 
@@ -29,6 +31,7 @@ class Analysis:
 
     metrics: pd.DataFrame  # columns METRIC_COLUMNS
     verdicts: tuple[Verdict, ...]  # one per family, in FAMILIES order
+    head_sample: pd.DataFrame  # epoch, gwa: a bounded random sample of head GWA per epoch (plots)
 
 
 def _lowest_rank(frame: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -67,45 +70,58 @@ def _epochs(meta: Mapping[str, Any]) -> Mapping[int, int] | None:
     return dict(zip(steps.tolist(), epochs_of_steps.tolist()))
 
 
-def _families(
-    tables: Mapping[str, pd.DataFrame | None], meta: Mapping[str, Any]
-) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
-    steps, layers, samples = tables.get("steps"), tables.get("layers"), tables.get("samples")
-    gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
+def sample_options(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """SampleReducer's arguments for the lowest rank: its LAYERS rows, and the head,
+    epochs and window that meta.json gives (see ``analyze``)."""
+    layers = _lowest_rank(layers)
     window = int(meta.get("steps_per_epoch") or DEFAULT_WINDOW)
+    return {"layers": layers, "head": head_layer(layers, meta), "epochs": _epochs(meta), "window": window}
+
+
+def _usable(summary: SampleSummary | None) -> SampleSummary | None:
+    if summary is not None and summary.problem:
+        raise ValueError(summary.problem)
+    return summary
+
+
+def _families(
+    tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None
+) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
+    steps, layers = tables.get("steps"), tables.get("layers")
+    gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
     return {
-        "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, samples), conflict_verdict),
-        "coherence": (lambda: coherence_metrics(layers, samples, gram), coherence_verdict),
-        "alignment": (
-            lambda: alignment_metrics(
-                samples, layers, head=head_layer(layers, meta), epochs=_epochs(meta), window=window
-            ),
-            alignment_verdict,
-        ),
-        "noise": (
-            lambda: noise_metrics(layers, samples, gram, sketch_moments=tables.get("sketch_moments")),
-            noise_verdict,
-        ),
+        "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, _usable(summary)), conflict_verdict),
+        "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
+        "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
+        "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
         "stability": (lambda: stability_metrics(steps, layers), stability_verdict),
     }
 
 
 def analyze(
-    tables: Mapping[str, pd.DataFrame], *, run: str = "", meta: Mapping[str, Any] | None = None
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    run: str = "",
+    meta: Mapping[str, Any] | None = None,
+    samples: SampleSummary | None = None,
 ) -> Analysis:
     """Compute every metric family and its verdict.
 
     ``tables`` maps "steps", "layers", "samples", "gram", "tasks", "task_samples" to
-    DataFrames (any may be missing). ``meta`` (meta.json) may give "head" (the output
-    layer for GWA), "layers" (the layer table, in model order), "epochs" (step -> epoch)
-    and "steps_per_epoch" (window when no mapping; default 100). A family whose inputs are
-    missing yields no rows and an "ok" verdict whose summary says "no data"; a family
-    whose inputs are malformed yields a "warn" verdict saying the analysis failed.
+    DataFrames (any may be missing); a streaming reader passes SAMPLES already reduced as
+    ``samples`` instead (see ``sample_options``). ``meta`` (meta.json) may give "head"
+    (the output layer for GWA), "layers" (the layer table, in model order), "epochs"
+    (step -> epoch), "epoch_starts" and "steps_per_epoch" (window when no mapping;
+    default 100). A family whose inputs are missing yields no rows and an "ok" verdict
+    whose summary says "no data"; a family whose inputs are malformed yields a "warn"
+    verdict saying the analysis failed.
     """
     meta = meta or {}
     data = {name: _lowest_rank(frame) for name, frame in tables.items()}
+    if samples is None and data.get("samples") is not None:
+        samples = summarize(data["samples"], **sample_options(data.get("layers"), meta))
     parts, verdicts = [], []
-    for family, (compute, judge) in _families(data, meta).items():
+    for family, (compute, judge) in _families(data, samples).items():
         try:
             rows = compute()
             verdict = judge(rows)
@@ -116,4 +132,9 @@ def analyze(
         verdicts.append(verdict)
     metrics = pd.concat(parts, ignore_index=True)[list(METRIC_COLUMNS)]
     order = {family: index for index, family in enumerate(FAMILIES)}
-    return Analysis(metrics=metrics, verdicts=tuple(sorted(verdicts, key=lambda v: order[v.family])))
+    head_sample = samples.head_sample if samples is not None else empty_frame(["epoch", "gwa"])
+    return Analysis(
+        metrics=metrics,
+        verdicts=tuple(sorted(verdicts, key=lambda v: order[v.family])),
+        head_sample=head_sample,
+    )

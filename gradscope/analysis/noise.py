@@ -25,10 +25,11 @@ EMA(tr Sigma) / EMA(|G|^2), the two averaged separately as McCandlish recommends
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from gradscope.analysis import sketches
 from gradscope.analysis.coherence import (
     EPS,
     ROW_COLUMNS,
@@ -40,6 +41,9 @@ from gradscope.analysis.coherence import (
     tidy,
 )
 from gradscope.analysis.types import Verdict
+
+if TYPE_CHECKING:
+    from gradscope.analysis.samples import SampleSummary
 
 
 def noise_estimates(s1: np.ndarray, s2: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -184,25 +188,18 @@ def gsnr_rows(sketch_moments: pd.DataFrame) -> pd.DataFrame:
 
 def noise_metrics(
     layers: pd.DataFrame | None,
-    samples: pd.DataFrame | None,
+    samples: SampleSummary | None,
     gram: pd.DataFrame | None,
     *,
-    sketch_moments: pd.DataFrame | None = None,
     decay: float = 0.9,
 ) -> pd.DataFrame:
-    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows.
-
-    GSNR comes from ``sketch_moments`` when given (a streaming reader computes them), else
-    from the ``sketch`` column of ``samples``.
-    """
+    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows."""
     moments = step_moments(layers, samples, gram)
     parts = [noise_scale_rows(moments, decay=decay)] if len(moments) else []
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
         parts.append(cockpit_rows(gram))
-    if sketch_moments is None and has_columns(samples, "step", "layer", "sketch"):
-        sketch_moments = sketches.from_samples(samples)
-    if sketch_moments is not None:
-        parts.append(gsnr_rows(sketch_moments))
+    if samples is not None and len(samples.sketch_moments):
+        parts.append(gsnr_rows(samples.sketch_moments))
     return concat_rows(parts)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MOMENT_COLUMNS = ("step", "layer", "count", "sum", "sumsq")
 
@@ -33,16 +35,24 @@ def moments(steps: np.ndarray, layers: np.ndarray, matrix: np.ndarray) -> pd.Dat
     })
 
 
-def from_samples(samples: pd.DataFrame) -> pd.DataFrame:
-    """Moments from a SAMPLES frame with a ``sketch`` column; rows whose sketch length
-    differs from the most common one are left out."""
-    lengths = samples["sketch"].map(len, na_action="ignore").fillna(0).to_numpy(int)
-    if not (lengths > 0).any():
-        return pd.DataFrame(columns=list(MOMENT_COLUMNS))
-    width = int(np.bincount(lengths[lengths > 0]).argmax())
-    usable = samples[lengths == width]
-    matrix = np.concatenate(usable["sketch"].to_numpy()).reshape(-1, width)
-    return moments(usable["step"].to_numpy(), usable["layer"].to_numpy(), matrix)
+def split(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pd.DataFrame]:
+    """``batch`` without its ``sketch`` column, and that column's (step, layer) moments.
+    Rows whose sketch length differs from the most common one are left out."""
+    index = batch.schema.get_field_index("sketch")
+    column = batch.column(index)
+    rest = batch.remove_column(index)
+    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        return rest, moments(np.array([]), np.array([]), np.zeros((0, 0)))
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    keep = lengths > 0
+    if not keep.any():
+        return rest, moments(np.array([]), np.array([]), np.zeros((0, 0)))
+    width = int(np.bincount(lengths[keep]).argmax())
+    keep &= lengths == width
+    values = column.filter(pa.array(keep)).flatten().to_numpy(zero_copy_only=False)
+    steps = rest.column("step").to_numpy(zero_copy_only=False)[keep]
+    layers = rest.column("layer").to_numpy(zero_copy_only=False)[keep]
+    return rest, moments(steps, layers, values.reshape(-1, width).astype(np.float64))
 
 
 def combine(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -14,10 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as ds
 
-from gradscope.analysis.alignment import DEFAULT_WINDOW, epochs_of, sample_alignment
-from gradscope.analysis.engine import Analysis, head_layer
+from gradscope.analysis.engine import Analysis
 from gradscope.analysis.types import Verdict
 from gradscope.errors import GradscopeError
 from gradscope.report import plots
@@ -134,25 +132,6 @@ def layer_order(run: Run) -> list[str]:
     return [str(e.get("name", "")) for e in run.meta.get("layers") or [] if isinstance(e, dict)]
 
 
-def head_scores(run: Run) -> pd.DataFrame:
-    """Per-sample GWA of the head layer with its epoch (columns step, gwa, epoch)."""
-    empty = pd.DataFrame({"step": [], "gwa": [], "epoch": []})
-    if not (run.has("samples") and run.has("layers")):
-        return empty
-    layers = run.table("layers", ["step", "layer", "param", "weight_norm"])
-    head = head_layer(layers, run.meta)
-    if head is None:
-        return empty
-    columns = ["step", "micro", "sample", "layer", "norm2", "weight_dot"]
-    samples = run.table("samples", columns, filter=ds.field("layer") == head)
-    scores = sample_alignment(samples, layers[layers["layer"] == head])
-    scores = scores[scores["layer"] == head]
-    epochs = run.meta.get("epochs")
-    mapping = {int(k): int(v) for k, v in epochs.items()} if isinstance(epochs, dict) else None
-    window = int(run.meta.get("steps_per_epoch") or DEFAULT_WINDOW)
-    return scores.assign(epoch=epochs_of(scores["step"], mapping, window))[["step", "gwa", "epoch"]]
-
-
 def training_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdict]) -> list[str]:
     """Loss and gradient norm, then the per-layer heatmaps (stability's evidence)."""
     order = layer_order(run)
@@ -173,8 +152,9 @@ def training_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdi
     ]
 
 
-def gradient_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdict]) -> list[str]:
+def gradient_sections(analysis: Analysis, verdicts: dict[str, Verdict]) -> list[str]:
     """Coherence and noise-scale curves, the GWA distribution per epoch."""
+    metrics = analysis.metrics
     coherence = plots.line_plot(
         {n: plots.series(metrics, "coherence", n) for n in ("m_coherence", "stiffness_cos")},
         "m-coherence (1 = orthogonal per-sample gradients)", guides=[(1.0, plots.WARN, "m-coherence = 1")],
@@ -186,7 +166,7 @@ def gradient_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdi
     )
     epochs = metrics[(metrics["family"] == "alignment") & (metrics["name"] == "epoch_score")]
     epochs = epochs.assign(epoch=pd.to_numeric(epochs["key"], errors="coerce"))
-    gwa = plots.gwa_distribution(head_scores(run), epochs)
+    gwa = plots.gwa_distribution(analysis.head_sample, epochs)
     return [
         section("Coherence", [img(coherence, "m-coherence over steps", "no per-sample norms recorded")],
                 verdicts.get("coherence")),
@@ -244,7 +224,7 @@ def render_html(run: Run, analysis: Analysis) -> str:
     body = [
         conflict_section(metrics, verdicts.get("conflict")),
         *training_sections(run, metrics, verdicts),
-        *gradient_sections(run, metrics, verdicts),
+        *gradient_sections(analysis, verdicts),
         coverage_section(run),
         warnings_section(run),
     ]

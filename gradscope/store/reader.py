@@ -30,7 +30,7 @@ class Run:
     path: Path
     meta: dict[str, Any]
     problems: list[str] = field(default_factory=list)
-    _datasets: dict[str, ds.Dataset | None] = field(default_factory=dict, repr=False)
+    _datasets: dict[str, ds.FileSystemDataset | None] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -39,7 +39,7 @@ class Run:
     def has(self, table: str) -> bool:
         return self.dataset(table) is not None
 
-    def dataset(self, table: str) -> ds.Dataset | None:
+    def dataset(self, table: str) -> ds.FileSystemDataset | None:
         """The pyarrow dataset over the table's whole shards, or None when it has none."""
         if table not in self._datasets:
             self._datasets[table] = self._open_dataset(table)
@@ -55,19 +55,36 @@ class Run:
             return TABLES[table].empty_table().select(names).to_pandas()
         return dataset.to_table(columns=names, filter=filter).to_pandas()
 
-    def record_batches(
-        self, table: str, columns: Sequence[str] | None = None, batch_rows: int = 262_144
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream the table as Arrow record batches of at most ``batch_rows`` rows."""
+    def ranks(self, table: str) -> list[int]:
+        """The ranks that wrote readable shards of the table (from their rank-R folders)."""
         dataset = self.dataset(table)
+        return [] if dataset is None else sorted({_rank_of(f) for f in dataset.files})
+
+    def record_batches(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = 262_144,
+        rank: int | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table (one rank's shards when ``rank`` is given) as Arrow record
+        batches of at most ``batch_rows`` rows, in the order they were written."""
+        dataset = self._scoped(table, rank)
         if dataset is None:
             return
         names = list(columns) if columns is not None else None
         yield from dataset.to_batches(columns=names, batch_size=batch_rows)
 
-    def count(self, table: str) -> int:
-        dataset = self.dataset(table)
+    def count(self, table: str, rank: int | None = None) -> int:
+        dataset = self._scoped(table, rank)
         return 0 if dataset is None else dataset.count_rows()
+
+    def _scoped(self, table: str, rank: int | None) -> ds.FileSystemDataset | None:
+        dataset = self.dataset(table)
+        if dataset is None or rank is None:
+            return dataset
+        files = [f for f in dataset.files if _rank_of(f) == rank]
+        return ds.dataset(files, schema=TABLES[table], format="parquet") if files else None
 
     def events(self) -> list[dict[str, Any]]:
         """The recorder's events (warnings, disabled hooks); unreadable lines are skipped."""
@@ -82,11 +99,12 @@ class Run:
                 self.problems.append(f"{EVENTS_FILE} line {number} is not JSON; skipped")
         return events
 
-    def _open_dataset(self, table: str) -> ds.Dataset | None:
+    def _open_dataset(self, table: str) -> ds.FileSystemDataset | None:
         folder = self.path / table
         if not folder.is_dir():
             return None
-        files = [str(f) for f in sorted(folder.glob("rank-*/part-*.parquet")) if self._valid(f)]
+        shards = sorted(folder.glob("rank-*/part-*.parquet"))
+        files = [str(f) for f in shards if f.parent.name[5:].isdigit() and self._valid(f)]
         if not files:
             return None
         return ds.dataset(files, schema=TABLES[table], format="parquet")
@@ -105,6 +123,11 @@ class Run:
             )
             return False
         return True
+
+
+def _rank_of(shard: str) -> int:
+    """R of a shard path .../rank-R/part-N.parquet."""
+    return int(Path(shard).parent.name.removeprefix("rank-"))
 
 
 def open_run(path: str | Path) -> Run:

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import kurtosis
 
 from gradscope.analysis import alignment
+from gradscope.analysis.samples import summarize
 
 
 def _reference_epoch_score(scores: np.ndarray) -> float:
@@ -62,7 +63,7 @@ def test_epoch_score_guards_uniform_denominator_and_constant_scores() -> None:
 def test_metrics_epoch_scores_and_early_stop_on_head() -> None:
     samples, layers, _ = _tables(np.random.default_rng(2))
     epochs = {step: step // 2 for step in range(6)}
-    rows = alignment.alignment_metrics(samples, layers, head="head", epochs=epochs)
+    rows = alignment.alignment_metrics(summarize(samples, layers=layers, head="head", epochs=epochs))
     scores = rows[rows["name"] == "epoch_score"].set_index("key")["value"]
     head = alignment.sample_alignment(samples, layers)
     for epoch in range(3):

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from gradscope.analysis import coherence
+from gradscope.analysis.samples import summarize
 
 
 def _tables(grads: np.ndarray, micro_size: int | None = None, sum_norm2: bool = True):
-    """LAYERS, SAMPLES, GRAM for one layer from per-sample gradients (steps, m, P)."""
+    """LAYERS, the SAMPLES summary, GRAM for one layer from per-sample gradients (steps, m, P)."""
     samples, layers, gram = [], [], []
     for step, g in enumerate(grads):
         size = micro_size or len(g)
@@ -28,7 +29,7 @@ def _tables(grads: np.ndarray, micro_size: int | None = None, sum_norm2: bool = 
     sample_columns += ["weight_dot", "loss", "group", "sketch"]
     return (
         pd.DataFrame(layers, columns=layer_columns),
-        pd.DataFrame(samples, columns=sample_columns),
+        summarize(pd.DataFrame(samples, columns=sample_columns)),
         pd.DataFrame(gram, columns=["step", "rank", "micro", "layer", "size", "exact", "values"]),
     )
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from gradscope.analysis import noise, sketches
+from gradscope.analysis.samples import SampleSummary, summarize
 
 DIM, SIGMA, BATCH, STEPS = 5, 1.0, 64, 300
 
@@ -27,7 +29,7 @@ def _reference_b_simple() -> float:
     return ((DIM + 1) * 1.0 + DIM * SIGMA**2) / 1.0
 
 
-def _tables(grads: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(grads: np.ndarray) -> tuple[pd.DataFrame, SampleSummary]:
     steps, batch, _ = grads.shape
     norm2 = np.sum(grads**2, axis=2)
     samples = pd.DataFrame(
@@ -41,7 +43,7 @@ def _tables(grads: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     total = grads.sum(axis=1)
     layers = pd.DataFrame({"step": np.arange(steps), "layer": "fc", "sum_norm2": np.sum(total**2, axis=1)})
-    return layers, samples
+    return layers, summarize(samples)
 
 
 def test_b_simple_matches_linear_regression_noise_scale() -> None:
@@ -114,7 +116,7 @@ def test_gsnr_from_moments_combined_across_batches_matches_gsnr() -> None:
         for step in range(3) for layer in ("a", "b") for _ in range(5)
     ]
     samples = pd.DataFrame(rows)
-    halves = [sketches.from_samples(samples.iloc[:13]), sketches.from_samples(samples.iloc[13:])]
+    halves = [sketches.split(pa.RecordBatch.from_pandas(part))[1] for part in (samples[:13], samples[13:])]
     result = noise.gsnr_rows(sketches.combine(halves)).set_index(["step", "key"])["value"]
     for (step, layer), block in samples.groupby(["step", "layer"]):
         expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gradscope.analysis.engine import analyze
-from gradscope.report.load import read_tables
+from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 from tests.e2e.harness import gradscope, python, run_plain, run_recorded
 
@@ -27,7 +26,7 @@ def test_planted_task_conflict_is_recorded_flagged_and_reported(tmp_path):
     assert set(tasks["layer"]) == {"trunk.0", "trunk.2", "seg", "depth"}
     assert run.has("task_samples")
 
-    analysis = analyze(read_tables(run), run="run", meta=run.meta)
+    analysis = load_analysis(run)
     verdict = next(v for v in analysis.verdicts if v.family == "conflict")
     assert verdict.level in ("warn", "alert") and "depth_flip" in verdict.summary
     assert _median_cos(analysis.metrics, "depth|depth_flip") < -0.5

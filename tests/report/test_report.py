@@ -53,7 +53,8 @@ def test_quiet_writes_only_the_html(synthetic_run: Path, tmp_path: Path) -> None
 
 def test_run_without_per_sample_tables(minimal_run: Path) -> None:
     run = open_run(minimal_run)
-    assert set(read_tables(run)) == {"steps", "layers"}
+    tables, samples = read_tables(run)
+    assert set(tables) == {"steps", "layers"} and samples is None
     analysis = load_analysis(run)
     assert [v.family for v in analysis.verdicts] == list(FAMILIES)
     text = _render(minimal_run)
