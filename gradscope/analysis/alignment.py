@@ -74,23 +74,9 @@ def score_of_moments(moments: CentralMoments) -> float:
     return float(moments.mean / denominator)
 
 
-def sample_alignment(samples: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
-    """a_i per (step, micro, sample, layer), plus model rows with layer "".
-
-    ``weights`` holds ||W|| per (step, layer) (columns step, layer, weight_norm; see
-    ``layer_sums``). Columns: step, micro, sample, layer, gwa. Rows whose layer has no
-    weight norm drop.
-    """
-    frame = samples[["step", "micro", "sample", "layer", "norm2", "weight_dot"]].merge(
-        weights[["step", "layer", "weight_norm"]], on=["step", "layer"]
-    )
-    frame = frame.assign(w2=frame["weight_norm"] ** 2)
-    by = ["step", "micro", "sample"]
-    model = frame.groupby(by, as_index=False)[["norm2", "weight_dot", "w2"]].sum()
-    model = model.assign(layer="", weight_norm=np.sqrt(model["w2"]))
-    both = pd.concat([frame, model], ignore_index=True)
-    gwa = -both["weight_dot"] / (np.sqrt(both["norm2"].clip(lower=0)) * both["weight_norm"] + GWA_EPS)
-    return both[by + ["layer"]].assign(gwa=gwa.to_numpy())
+def gwa(weight_dot: np.ndarray, norm2: np.ndarray, weight_norm: np.ndarray) -> np.ndarray:
+    """a_i = -<g_i, W> / (|g_i| ||W|| + 1e-12), elementwise (0 for a zero gradient)."""
+    return -weight_dot / (np.sqrt(np.clip(norm2, 0, None)) * weight_norm + GWA_EPS)
 
 
 def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -> pd.Series:

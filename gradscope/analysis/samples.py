@@ -28,15 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gradscope.analysis import sketches
-from gradscope.analysis.alignment import DEFAULT_WINDOW, epochs_of, sample_alignment
+from gradscope.analysis.alignment import DEFAULT_WINDOW, epochs_of, gwa
 from gradscope.analysis.central_moments import CentralMoments
 from gradscope.analysis.coherence import has_columns, layer_sums
 
 WORST_SAMPLES = 20  # most misaligned samples kept
 PLOT_SAMPLES_PER_EPOCH = 2048  # head scores kept per epoch for the distribution plot
-_ALIGNMENT_COLUMNS = ("step", "micro", "sample", "layer", "norm2", "weight_dot")
+_OUT_OF_ORDER = "samples rows are not in step order; per-sample metrics left out"
 
 
 @dataclass
@@ -61,7 +62,8 @@ class SampleReducer:
 
     ``layers`` (the LAYERS table) gives ||W|| for GWA; without it there is no alignment.
     ``epochs`` maps step -> epoch; unmapped runs use ``step // window``. The random
-    sample for plots is drawn with a fixed seed, so reports are reproducible.
+    sample for plots is drawn with a fixed seed, so reports are reproducible. Rows are
+    grouped on integer keys (layers coded once per batch), never on strings.
     """
 
     layers: pd.DataFrame | None = None
@@ -69,8 +71,10 @@ class SampleReducer:
     epochs: Mapping[int, int] | None = None
     window: int = DEFAULT_WINDOW
     worst: int = WORST_SAMPLES
-    _pending: pd.DataFrame | None = field(default=None, repr=False)
+    _pending: pa.Table | None = field(default=None, repr=False)
     _last_step: float = field(default=-np.inf, repr=False)
+    _names: list[str] = field(default_factory=list, repr=False)
+    _codes: dict[str, int] = field(default_factory=dict, repr=False)
     _parts: dict[str, list[pd.DataFrame]] = field(default_factory=dict, repr=False)
     _head_epochs: dict[int, CentralMoments] = field(default_factory=dict, repr=False)
     _groups: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
@@ -78,24 +82,34 @@ class SampleReducer:
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
     def __post_init__(self) -> None:
-        usable = has_columns(self.layers, "step", "layer", "weight_norm")
-        self._weights = layer_sums(self.layers)[["step", "layer", "weight_norm"]] if usable else None
+        self._weights: tuple[np.ndarray, np.ndarray] | None = None
+        if has_columns(self.layers, "step", "layer", "weight_norm"):
+            norms = layer_sums(self.layers)
+            codes = self._code_of(norms["layer"].to_numpy(object))
+            keys = _cell_keys(norms["step"].to_numpy(np.int64), codes)
+            order = np.argsort(keys)
+            self._weights = keys[order], norms["weight_norm"].to_numpy(np.float64)[order]
 
-    def add(self, batch: pa.RecordBatch | pd.DataFrame) -> None:
+    def add(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> None:
         """Take the next rows of the table, in recorded order."""
         if self._problem is not None or not len(batch):
             return
         if isinstance(batch, pd.DataFrame):
-            batch = pa.RecordBatch.from_pandas(batch, preserve_index=False)
-        if "sketch" in batch.schema.names:
-            batch, moments = sketches.split(batch)
-            self._collect("sketch", moments)
-        frame = batch.to_pandas()
+            batch = pa.Table.from_pandas(batch, preserve_index=False)
+        rows = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        missing = {"step", "layer"} - set(rows.schema.names)
+        if missing:
+            self._problem = f"samples rows lack {sorted(missing)}; per-sample metrics left out"
+            return
         if self._pending is not None:
-            frame = pd.concat([self._pending, frame], ignore_index=True)
-        last = frame["step"].to_numpy() == frame["step"].iloc[-1]
-        self._pending = frame[last]
-        self._reduce(frame[~last])
+            rows = pa.concat_tables([self._pending, rows])
+        steps = rows.column("step").to_numpy()
+        if (np.diff(steps) < 0).any():
+            self._problem = _OUT_OF_ORDER
+            return
+        whole = int(np.searchsorted(steps, steps[-1]))  # rows before the last step's first
+        self._pending = rows.slice(whole)
+        self._reduce(rows.slice(0, whole))
 
     def finish(self) -> SampleSummary:
         """The summary of every row added."""
@@ -103,10 +117,10 @@ class SampleReducer:
             self._reduce(self._pending)
             self._pending = None
         return SampleSummary(
-            s2=self._frame("s2", ["step", "layer", "s2"]),
-            counts=self._frame("counts", ["step", "m"]),
+            s2=self._frame("s2", ["step", "layer", "s2"], by=["step", "layer"]),
+            counts=self._frame("counts", ["step", "m"], by=["step"]),
             sketch_moments=sketches.combine(self._parts.get("sketch", [])),
-            gwa=self._frame("gwa", ["step", "layer", "gwa"]),
+            gwa=self._frame("gwa", ["step", "layer", "gwa"], by=["step", "layer"]),
             head=self.head,
             head_epochs=dict(sorted(self._head_epochs.items())),
             misaligned=self._frame("misaligned", ["step", "micro", "sample", "gwa"]),
@@ -115,46 +129,91 @@ class SampleReducer:
             problem=self._problem,
         )
 
-    def _reduce(self, rows: pd.DataFrame) -> None:
+    def _reduce(self, table: pa.Table) -> None:
         """Reduce rows that hold whole steps, in non-decreasing step order."""
-        if not len(rows):
+        if not len(table):
             return
-        steps = rows["step"].to_numpy()
-        if steps[0] <= self._last_step or (np.diff(steps) < 0).any():
-            self._problem = "samples rows are not in step order; per-sample metrics left out"
+        if table.column("step")[0].as_py() <= self._last_step:
+            self._problem = _OUT_OF_ORDER
             return
-        self._last_step = steps[-1]
-        if "norm2" in rows:
-            self._collect("s2", rows.groupby(["step", "layer"], as_index=False)["norm2"].sum()
-                          .rename(columns={"norm2": "s2"}))
-        if has_columns(rows, "micro", "sample"):
-            distinct = rows[["step", "micro", "sample"]].drop_duplicates()
-            self._collect("counts", distinct.groupby("step").size().rename("m").reset_index())
-        if has_columns(rows, "micro", "sample", "group"):
-            self._add_groups(rows)
-        if self._weights is not None and has_columns(rows, *_ALIGNMENT_COLUMNS):
-            self._add_alignment(rows)
+        step = table.column("step").to_numpy().astype(np.int64)
+        self._last_step = step[-1]
+        layer = self._layer_codes(table.column("layer"))
+        cells, (cell_step, cell_layer) = _group(step, layer)
+        labels = cell_step, np.asarray(self._names, dtype=object)[cell_layer]
+        if "sketch" in table.schema.names:
+            table, keep, values = sketches.split(table)
+            self._collect("sketch", sketches.moments(*labels, cells[keep], values))
+        column = {name: table.column(name).to_numpy() for name in table.schema.names if name != "layer"}
+        if "norm2" in column:
+            self._collect("s2", _cell_frame(labels, s2=np.bincount(cells, column["norm2"], len(cell_step))))
+        if "micro" not in column or "sample" not in column:
+            return
+        samples, (sample_step, sample_micro, sample_index) = _group(step, column["micro"], column["sample"])
+        present, m = np.unique(sample_step, return_counts=True)
+        self._collect("counts", pd.DataFrame({"step": present, "m": m}))
+        if "group" in column and (column["group"] >= 0).any():
+            first = np.unique(samples, return_index=True)[1]
+            self._add_groups(sample_step, sample_micro, sample_index, column["group"][first])
+        if self._weights is not None and "weight_dot" in column and "norm2" in column:
+            self._add_alignment(step, layer, (labels, cells), (samples, sample_step), column)
 
-    def _add_groups(self, rows: pd.DataFrame) -> None:
-        labels = rows[["step", "micro", "sample", "group"]].drop_duplicates(["step", "micro", "sample"])
-        if not (labels["group"] >= 0).any():
-            return
-        for (step, micro), block in labels.groupby(["step", "micro"]):
-            self._groups[int(step), int(micro)] = block.sort_values("sample")["group"].to_numpy()
+    def _add_groups(self, step: np.ndarray, micro: np.ndarray, index: np.ndarray, group: np.ndarray) -> None:
+        labels = pd.DataFrame({"step": step, "micro": micro, "sample": index, "group": group})
+        for (step_value, micro_value), block in labels.groupby(["step", "micro"]):
+            self._groups[int(step_value), int(micro_value)] = block.sort_values("sample")["group"].to_numpy()
 
-    def _add_alignment(self, rows: pd.DataFrame) -> None:
-        scores = sample_alignment(rows, self._weights)
-        self._collect("gwa", scores.groupby(["step", "layer"], as_index=False)["gwa"].mean())
-        head = scores[(scores["layer"] == self.head) & np.isfinite(scores["gwa"])]
-        if self.head is None or not len(head):
+    def _add_alignment(
+        self,
+        step: np.ndarray,
+        layer: np.ndarray,
+        by_cell: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
+        by_sample: tuple[np.ndarray, np.ndarray],
+        column: dict[str, np.ndarray],
+    ) -> None:
+        """a_i per row and per sample (sums over its layers), averaged per (step, layer),
+        per step (layer ""), and the head's scores gathered per epoch. ``by_cell``: the
+        (step, layer) labels and each row's cell; ``by_sample``: each row's sample group
+        and each group's step."""
+        (labels, cells), (samples, sample_step) = by_cell, by_sample
+        keys, norms = self._weights
+        position = np.clip(np.searchsorted(keys, _cell_keys(step, layer)), 0, len(keys) - 1)
+        known = keys[position] == _cell_keys(step, layer)  # rows whose layer has a weight norm
+        norm, dot, norm2 = norms[position][known], column["weight_dot"][known], column["norm2"][known]
+        scores = gwa(dot, norm2, norm)
+        self._collect("gwa", _cell_frame(labels, gwa=_mean(cells[known], scores, len(labels[0]))))
+        per_sample, (sample_ids,) = _group(samples[known])
+        sums = [np.bincount(per_sample, v, len(sample_ids)) for v in (dot, norm2, norm * norm)]
+        model = gwa(sums[0], sums[1], np.sqrt(sums[2]))
+        steps, by_step = np.unique(sample_step[sample_ids], return_inverse=True)
+        means = _mean(by_step.ravel(), model, len(steps))
+        self._collect("gwa", pd.DataFrame({"step": steps, "layer": "", "gwa": means}))
+        if self.head not in self._codes:
             return
-        self._keep("misaligned", head[["step", "micro", "sample", "gwa"]], self._lowest)
-        head = head.assign(epoch=epochs_of(head["step"], self.epochs, self.window)).dropna(subset=["epoch"])
-        head = head.assign(epoch=head["epoch"].astype(int), key=self._rng.random(len(head)))
-        for epoch, block in head.groupby("epoch"):
+        head = (layer[known] == self._codes[self.head]) & np.isfinite(scores)
+        scored = pd.DataFrame({"step": step[known][head], "micro": column["micro"][known][head],
+                               "sample": column["sample"][known][head], "gwa": scores[head]})
+        self._keep("misaligned", scored, self._lowest)
+        epochs = epochs_of(scored["step"], self.epochs, self.window)
+        scored = scored.assign(epoch=epochs).dropna(subset=["epoch"])
+        scored = scored.assign(epoch=scored["epoch"].astype(int), key=self._rng.random(len(scored)))
+        for epoch, block in scored.groupby("epoch"):
             moments = CentralMoments.of(block["gwa"].to_numpy())
             self._head_epochs[epoch] = self._head_epochs.get(epoch, CentralMoments()).merge(moments)
-        self._keep("head_sample", head[["epoch", "gwa", "key"]], _bottom_keys)
+        self._keep("head_sample", scored[["epoch", "gwa", "key"]], _bottom_keys)
+
+    def _layer_codes(self, names: pa.ChunkedArray) -> np.ndarray:
+        """The code of each row's layer name, from one dictionary encoding of the column."""
+        encoded = pc.dictionary_encode(names.combine_chunks())
+        lookup = self._code_of(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+        return lookup[encoded.indices.to_numpy()]
+
+    def _code_of(self, names: np.ndarray) -> np.ndarray:
+        for name in names:
+            if name not in self._codes:
+                self._codes[name] = len(self._names)
+                self._names.append(name)
+        return np.array([self._codes[name] for name in names], dtype=np.int64)
 
     def _keep(self, name: str, frame: pd.DataFrame, select: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
         """Replace the kept rows ``name`` by ``select`` of them and ``frame`` together."""
@@ -166,11 +225,48 @@ class SampleReducer:
     def _collect(self, name: str, frame: pd.DataFrame) -> None:
         self._parts.setdefault(name, []).append(frame)
 
-    def _frame(self, name: str, columns: list[str]) -> pd.DataFrame:
+    def _frame(self, name: str, columns: list[str], by: list[str] | None = None) -> pd.DataFrame:
+        """The collected rows ``name`` as one frame, sorted ``by`` when given."""
         parts = [p for p in self._parts.get(name, []) if len(p)]
         if not parts:
             return empty_frame(columns)
-        return pd.concat(parts, ignore_index=True)[columns]
+        frame = pd.concat(parts, ignore_index=True)[columns]
+        return frame.sort_values(by, ignore_index=True) if by else frame
+
+
+def _group(*columns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each row's group index among the distinct rows of the integer ``columns``, and
+    those distinct rows (sorted), one array per column."""
+    lows = [int(c.min()) if len(c) else 0 for c in columns]
+    sizes = [int(c.max()) - low + 1 if len(c) else 1 for c, low in zip(columns, lows)]
+    if np.prod([float(size) for size in sizes]) >= 2.0**62:
+        raise ValueError("samples keys span too wide a range to group")
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for c, low, size in zip(columns, lows, sizes):
+        key = key * size + (c.astype(np.int64) - low)
+    distinct, index = np.unique(key, return_inverse=True)
+    values = []
+    for low, size in zip(reversed(lows), reversed(sizes)):
+        values.append(distinct % size + low)
+        distinct = distinct // size
+    return index.ravel(), values[::-1]
+
+
+def _cell_keys(step: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """One int64 per (step, layer code); layer codes stay below 2^24."""
+    return step.astype(np.int64) * (1 << 24) + layer
+
+
+def _mean(groups: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Mean of the finite ``values`` per group index (NaN for a group with none)."""
+    finite = np.isfinite(values)
+    total = np.bincount(groups[finite], values[finite], count)
+    seen = np.bincount(groups[finite], None, count)
+    return np.divide(total, seen, out=np.full(count, np.nan), where=seen > 0)
+
+
+def _cell_frame(labels: tuple[np.ndarray, np.ndarray], **values: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"step": labels[0], "layer": labels[1], **values})
 
 
 def empty_frame(columns: list[str]) -> pd.DataFrame:

@@ -17,42 +17,43 @@ import pyarrow.compute as pc
 MOMENT_COLUMNS = ("step", "layer", "count", "sum", "sumsq")
 
 
-def moments(steps: np.ndarray, layers: np.ndarray, matrix: np.ndarray) -> pd.DataFrame:
-    """Moments of ``matrix`` [N, k] rows grouped by (step, layer): one row per group, with
+def moments(steps: np.ndarray, layers: np.ndarray, cells: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """Moments of the ``values`` rows [N, k] grouped by ``cells`` (each row's index into
+    the (step, layer) labels ``steps`` and ``layers``): one row per cell present, with
     ``sum`` and ``sumsq`` as length-k arrays."""
-    if len(matrix) == 0:
+    if not len(values):
         return pd.DataFrame(columns=list(MOMENT_COLUMNS))
-    keys = pd.DataFrame({"step": steps, "layer": layers})
-    grouped = keys.groupby(["step", "layer"], sort=True)
-    codes, index = grouped.ngroup().to_numpy(), grouped.size().index
-    values = matrix.astype(np.float64)
-    count = np.bincount(codes, minlength=len(index))
-    total = _column_sums(codes, values, len(index))
-    squares = _column_sums(codes, values * values, len(index))
+    order = np.argsort(cells, kind="stable")
+    starts = np.flatnonzero(np.diff(cells[order], prepend=-1))
+    present = cells[order][starts]
+    ordered = values[order]
     return pd.DataFrame({
-        "step": index.get_level_values(0), "layer": index.get_level_values(1), "count": count,
-        "sum": list(total), "sumsq": list(squares),
+        "step": steps[present], "layer": layers[present],
+        "count": np.diff(np.append(starts, len(cells))),
+        "sum": list(np.add.reduceat(ordered, starts, axis=0)),
+        "sumsq": list(np.add.reduceat(ordered * ordered, starts, axis=0)),
     })
 
 
-def split(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pd.DataFrame]:
-    """``batch`` without its ``sketch`` column, and that column's (step, layer) moments.
-    Rows whose sketch length differs from the most common one are left out."""
-    index = batch.schema.get_field_index("sketch")
-    column = batch.column(index)
-    rest = batch.remove_column(index)
-    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-        return rest, moments(np.array([]), np.array([]), np.zeros((0, 0)))
-    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+def split(rows: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``rows`` without their ``sketch`` column; which rows have a usable sketch (bool
+    [N]); those sketches as a float64 matrix. Rows whose sketch length differs from the
+    most common one are left out."""
+    index = rows.schema.get_field_index("sketch")
+    column = rows.column(index)
+    rest = rows.remove_column(index)
+    none = np.zeros(len(rows), dtype=bool), np.zeros((0, 0))
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        return (rest, *none)
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy()
     keep = lengths > 0
     if not keep.any():
-        return rest, moments(np.array([]), np.array([]), np.zeros((0, 0)))
+        return (rest, *none)
     width = int(np.bincount(lengths[keep]).argmax())
     keep &= lengths == width
-    values = column.filter(pa.array(keep)).flatten().to_numpy(zero_copy_only=False)
-    steps = rest.column("step").to_numpy(zero_copy_only=False)[keep]
-    layers = rest.column("layer").to_numpy(zero_copy_only=False)[keep]
-    return rest, moments(steps, layers, values.reshape(-1, width).astype(np.float64))
+    kept = column if keep.all() else column.filter(pa.array(keep))  # filter copies: skip it when it can
+    values = pc.list_flatten(kept).to_numpy().astype(np.float64)
+    return rest, keep, values.reshape(-1, width)
 
 
 def combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -68,8 +69,3 @@ def combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
         rows.append((step, layer, int(block["count"].sum()), np.sum(np.stack(block["sum"]), 0),
                      np.sum(np.stack(block["sumsq"]), 0)))
     return pd.DataFrame(rows, columns=list(MOMENT_COLUMNS))
-
-
-def _column_sums(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
-    """Column sums of ``values`` [N, k] per group code: [groups, k]."""
-    return np.stack([np.bincount(codes, values[:, j], groups) for j in range(values.shape[1])], axis=1)

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gradscope.report.html import write_html
 from gradscope.report.load import load_analysis
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
@@ -28,6 +27,8 @@ def report(
     if not quiet:
         render_report(opened, Console(no_color=no_color, highlight=False), analysis)
     if html is not None:
+        from gradscope.report.html import write_html  # matplotlib: imported only when asked for
+
         write_html(opened, analysis, html)
         if not quiet:
             Console(stderr=True, no_color=no_color).print(f"HTML report written to {html}", markup=False)

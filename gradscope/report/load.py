@@ -31,7 +31,7 @@ ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     "tasks": TABLES["tasks"].names,
     "task_samples": TABLES["task_samples"].names,
 }
-BATCH_ROWS = 262_144
+BATCH_ROWS = 65_536
 
 
 def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFrame], SampleSummary | None]:

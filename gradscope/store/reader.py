@@ -64,16 +64,23 @@ class Run:
         self,
         table: str,
         columns: Sequence[str] | None = None,
-        batch_rows: int = 262_144,
+        batch_rows: int = 65_536,
         rank: int | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the table (one rank's shards when ``rank`` is given) as Arrow record
-        batches of at most ``batch_rows`` rows, in the order they were written."""
+        batches of at most ``batch_rows`` rows, in the order they were written.
+
+        Shard by shard with ``ParquetFile.iter_batches``: memory stays near one batch
+        whatever the table's size (a dataset scanner reads ahead several hundred MB).
+        """
         dataset = self._scoped(table, rank)
         if dataset is None:
             return
-        names = list(columns) if columns is not None else None
-        yield from dataset.to_batches(columns=names, batch_size=batch_rows)
+        names = list(columns) if columns is not None else TABLES[table].names
+        schema = pa.schema([TABLES[table].field(name) for name in names])
+        for shard in dataset.files:
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=names):
+                yield from pa.Table.from_batches([batch]).select(names).cast(schema).to_batches()
 
     def count(self, table: str, rank: int | None = None) -> int:
         dataset = self._scoped(table, rank)

@@ -38,15 +38,22 @@ def _reference_gwa(g: np.ndarray, weight: np.ndarray) -> float:
     return float(-(g @ weight) / (np.linalg.norm(g) * np.linalg.norm(weight) + 1e-12))
 
 
-def test_per_sample_alignment_matches_cosine_of_vectors() -> None:
+def test_gwa_means_and_worst_samples_match_cosines_of_vectors() -> None:
     samples, layers, vectors = _tables(np.random.default_rng(0))
-    scores = alignment.sample_alignment(samples, layers)
-    for row in scores[scores["layer"] != ""].itertuples():
-        assert row.gwa == pytest.approx(_reference_gwa(*vectors[(row.step, row.sample, row.layer)]))
-    model = scores[(scores["layer"] == "") & (scores["step"] == 2) & (scores["sample"] == 3)]["gwa"]
-    g = np.concatenate([vectors[(2, 3, name)][0] for name in ("body", "head")])
-    w = np.concatenate([vectors[(2, 3, name)][1] for name in ("body", "head")])
-    assert model.iloc[0] == pytest.approx(_reference_gwa(g, w))
+    summary = summarize(samples, layers=layers, head="head", worst=5)
+    means = summary.gwa.set_index(["step", "layer"])["gwa"]
+    for step in range(6):
+        for layer in ("body", "head"):
+            expected = np.mean([_reference_gwa(*vectors[(step, i, layer)]) for i in range(16)])
+            assert means[(step, layer)] == pytest.approx(expected)
+        model = []
+        for i in range(16):
+            g = np.concatenate([vectors[(step, i, name)][0] for name in ("body", "head")])
+            w = np.concatenate([vectors[(step, i, name)][1] for name in ("body", "head")])
+            model.append(_reference_gwa(g, w))
+        assert means[(step, "")] == pytest.approx(np.mean(model))
+    head = sorted(_reference_gwa(*v) for (_, _, layer), v in vectors.items() if layer == "head")
+    assert summary.misaligned["gwa"].tolist() == pytest.approx(head[:5])
 
 
 def test_epoch_score_equals_authors_formula() -> None:
@@ -61,14 +68,14 @@ def test_epoch_score_guards_uniform_denominator_and_constant_scores() -> None:
 
 
 def test_metrics_epoch_scores_and_early_stop_on_head() -> None:
-    samples, layers, _ = _tables(np.random.default_rng(2))
+    samples, layers, vectors = _tables(np.random.default_rng(2))
     epochs = {step: step // 2 for step in range(6)}
     rows = alignment.alignment_metrics(summarize(samples, layers=layers, head="head", epochs=epochs))
     scores = rows[rows["name"] == "epoch_score"].set_index("key")["value"]
-    head = alignment.sample_alignment(samples, layers)
     for epoch in range(3):
-        chosen = head[(head["layer"] == "head") & (head["step"] // 2 == epoch)]["gwa"].to_numpy()
-        assert scores[str(epoch)] == pytest.approx(_reference_epoch_score(chosen))
+        chosen = [_reference_gwa(*vectors[(step, i, "head")]) for step in (2 * epoch, 2 * epoch + 1)
+                  for i in range(16)]
+        assert scores[str(epoch)] == pytest.approx(_reference_epoch_score(np.array(chosen)))
     best = rows[rows["name"] == "early_stop_epoch"]["value"].iloc[0]
     assert best == float(scores.astype(float).idxmax())
     assert len(rows[rows["name"] == "misaligned"]) == 20

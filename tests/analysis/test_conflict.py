@@ -81,7 +81,7 @@ def test_group_cos_from_gram_and_samples() -> None:
     gram = pd.DataFrame(
         [(0, 0, "fc", 4, (g @ g.T).ravel().tolist())], columns=["step", "micro", "layer", "size", "values"]
     )
-    samples = pd.DataFrame({"step": 0, "micro": 0, "sample": range(4), "group": [0, 0, 1, 1]})
+    samples = pd.DataFrame({"step": 0, "micro": 0, "sample": range(4), "layer": "fc", "group": [0, 0, 1, 1]})
     rows = conflict.conflict_metrics(None, None, gram, summarize(samples))
     assert rows[rows["name"] == "group_cos"]["value"].iloc[0] == pytest.approx(-1.0)
     assert conflict.conflict_verdict(rows).level == "alert"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from gradscope.analysis import noise, sketches
-from gradscope.analysis.samples import SampleSummary, summarize
+from gradscope.analysis import noise
+from gradscope.analysis.samples import SampleReducer, SampleSummary, summarize
 
 DIM, SIGMA, BATCH, STEPS = 5, 1.0, 64, 300
 
@@ -109,15 +108,17 @@ def test_verdict_compares_batch_with_b_simple(batch: int, scale: float, level: s
     assert "no data" in noise.noise_verdict(rows.iloc[:0]).summary
 
 
-def test_gsnr_from_moments_combined_across_batches_matches_gsnr() -> None:
+def test_gsnr_from_sketch_moments_streamed_in_batches_matches_gsnr() -> None:
     rng = np.random.default_rng(3)
     rows = [
         {"step": step, "layer": layer, "sketch": rng.normal(loc=0.3, size=4).astype(np.float32)}
         for step in range(3) for layer in ("a", "b") for _ in range(5)
     ]
     samples = pd.DataFrame(rows)
-    halves = [sketches.split(pa.RecordBatch.from_pandas(part))[1] for part in (samples[:13], samples[13:])]
-    result = noise.gsnr_rows(sketches.combine(halves)).set_index(["step", "key"])["value"]
+    reducer = SampleReducer()
+    for part in (samples[:13], samples[13:]):  # the cut falls inside step 1
+        reducer.add(part)
+    result = noise.gsnr_rows(reducer.finish().sketch_moments).set_index(["step", "key"])["value"]
     for (step, layer), block in samples.groupby(["step", "layer"]):
         expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))
         assert result[(step, layer)] == pytest.approx(expected, rel=1e-9)
