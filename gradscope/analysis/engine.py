@@ -98,7 +98,7 @@ def _families(
     }
 
 
-def analyze(
+def analyze_tables(
     tables: Mapping[str, pd.DataFrame],
     *,
     run: str = "",

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gradscope.analysis.run import analyze_run
 from gradscope.errors import GradscopeError
 from gradscope.report.check import (
     exit_code,
@@ -23,7 +24,6 @@ from gradscope.report.check import (
     run_checks,
     write_json,
 )
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 
 
@@ -52,7 +52,7 @@ def check(
     """
     rules = gather_rules(config or [], rule or [])
     opened = open_run(run)
-    outcomes = run_checks(rules, load_analysis(opened), allow_missing)
+    outcomes = run_checks(rules, analyze_run(opened), allow_missing)
     if format is CheckFormat.json:
         write_json(outcomes, opened.name)
     else:

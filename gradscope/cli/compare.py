@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gradscope.analysis.run import analyze_run
 from gradscope.report.compare import comparison_renderables, write_compare_html
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 
 
@@ -23,7 +23,7 @@ def compare(
 ) -> None:
     """Metrics (last and mean, B - A) and verdict changes of two runs."""
     opened_a, opened_b = open_run(run_a), open_run(run_b)
-    a, b = load_analysis(opened_a, progress=True), load_analysis(opened_b, progress=True)
+    a, b = analyze_run(opened_a, progress=True), analyze_run(opened_b, progress=True)
     console = Console(no_color=no_color, highlight=False)
     for renderable in comparison_renderables(opened_a.name, opened_b.name, a, b):
         console.print(renderable)

@@ -33,10 +33,10 @@ def demo(
     run = open_run(run_dir)
     render_report(run, Console())
     if html is not None:
+        from gradscope.analysis.run import analyze_run
         from gradscope.report.html import write_html
-        from gradscope.report.load import load_analysis
 
-        write_html(run, load_analysis(run, progress=False), html)
+        write_html(run, analyze_run(run, progress=False), html)
         console.print(f"HTML report: {html}")
 
 

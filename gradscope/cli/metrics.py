@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gradscope.analysis.run import analyze_run
 from gradscope.report.export import MetricsFormat, select_family, write_metrics
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 
 
@@ -24,7 +24,7 @@ def metrics(
 
     Example: gradscope metrics runs/mlp --family noise | jq '.[] | select(.name == "b_simple")'
     """
-    analysis = load_analysis(open_run(run), progress=True)
+    analysis = analyze_run(open_run(run), progress=True)
     write_metrics(select_family(analysis.metrics, family), format, out)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gradscope.report.load import load_analysis
+from gradscope.analysis.run import analyze_run
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
 
@@ -23,7 +23,7 @@ def report(
 ) -> None:
     """Print what was recorded and what it means."""
     opened = open_run(run)
-    analysis = load_analysis(opened, progress=not quiet)
+    analysis = analyze_run(opened, progress=not quiet)
     if not quiet:
         render_report(opened, Console(no_color=no_color, highlight=False), analysis)
     if html is not None:

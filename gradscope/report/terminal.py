@@ -10,8 +10,8 @@ from __future__ import annotations
 from rich.console import Console, RenderableType
 
 from gradscope.analysis.engine import Analysis
+from gradscope.analysis.run import analyze_run
 from gradscope.report import overview, sections
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import Run
 
 
@@ -36,7 +36,7 @@ def render_report(
 ) -> Analysis:
     """Print the report; analyses the run first unless ``analysis`` is given. Returns it."""
     if analysis is None:
-        analysis = load_analysis(run, progress=progress)
+        analysis = analyze_run(run, progress=progress)
     for renderable in report_renderables(run, analysis):
         console.print(renderable)
     return analysis

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 import gradscope.analysis
-from gradscope.analysis.engine import Analysis, analyze
+from gradscope.analysis.engine import Analysis, analyze_tables
 from gradscope.analysis.types import FAMILIES, LEVELS, METRIC_COLUMNS
 
 
@@ -85,7 +85,7 @@ def _tables(steps: int = 12, batch: int = 8) -> dict[str, pd.DataFrame]:
 
 
 def test_analyze_full_run() -> None:
-    result = analyze(_tables(), run="r1", meta={"steps_per_epoch": 4})
+    result = analyze_tables(_tables(), run="r1", meta={"steps_per_epoch": 4})
     assert isinstance(result, Analysis)
     assert tuple(result.metrics.columns) == METRIC_COLUMNS
     assert tuple(v.family for v in result.verdicts) == FAMILIES
@@ -106,13 +106,13 @@ def test_analyze_full_run() -> None:
 
 
 def test_missing_tables_and_columns_do_not_crash() -> None:
-    empty = analyze({})
+    empty = analyze_tables({})
     assert empty.metrics.empty and tuple(empty.metrics.columns) == METRIC_COLUMNS
     assert all(v.level == "ok" and "no data" in v.summary for v in empty.verdicts)
     tables = _tables()
     tables["layers"] = tables["layers"].drop(columns=["sum_norm2"])
     tables["samples"] = tables["samples"].drop(columns=["sketch", "group"])
-    partial = analyze(tables)
+    partial = analyze_tables(tables)
     assert "m_coherence" in set(partial.metrics["name"])  # S1 from the Gram
     assert all("analysis failed" not in v.summary for v in partial.verdicts)
 

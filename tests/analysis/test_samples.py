@@ -10,7 +10,7 @@ from scipy.stats import kurtosis
 
 from gradscope.analysis import samples as samples_module
 from gradscope.analysis.central_moments import CentralMoments
-from gradscope.analysis.engine import analyze
+from gradscope.analysis.engine import analyze_tables
 from gradscope.analysis.samples import SampleReducer, summarize
 
 LAYERS = ("body", "head")
@@ -104,7 +104,7 @@ def test_rows_out_of_step_order_are_refused_not_reduced() -> None:
     reducer.add(frame[frame["step"] < 5])
     summary = reducer.finish()
     assert summary.problem and "step order" in summary.problem
-    analysis = analyze({"layers": layers.assign(param="w")}, samples=summary)
+    analysis = analyze_tables({"layers": layers.assign(param="w")}, samples=summary)
     verdicts = {v.family: v for v in analysis.verdicts}
     assert "analysis failed" in verdicts["alignment"].summary
     assert not len(analysis.metrics[analysis.metrics["family"] == "alignment"])

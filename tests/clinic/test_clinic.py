@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gradscope.analysis.engine import Analysis
+from gradscope.analysis.run import analyze_run
 from gradscope.analysis.types import Verdict
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 from tests.e2e.harness import gradscope
 
@@ -69,7 +69,7 @@ def _record(case: Case, variant: str, root: Path) -> tuple[Path, str]:
 
 
 def _analyze(run_dir: Path) -> Analysis:
-    return load_analysis(open_run(run_dir))
+    return analyze_run(open_run(run_dir))
 
 
 def record_all(root: Path) -> dict[tuple[str, str], tuple[Path, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradscope.report.load import load_analysis
+from gradscope.analysis.run import analyze_run
 from gradscope.store.reader import open_run
 from tests.e2e.harness import gradscope, python, run_plain, run_recorded
 
@@ -26,7 +26,7 @@ def test_planted_task_conflict_is_recorded_flagged_and_reported(tmp_path):
     assert set(tasks["layer"]) == {"trunk.0", "trunk.2", "seg", "depth"}
     assert run.has("task_samples")
 
-    analysis = load_analysis(run)
+    analysis = analyze_run(run)
     verdict = next(v for v in analysis.verdicts if v.family == "conflict")
     assert verdict.level in ("warn", "alert") and "depth_flip" in verdict.summary
     assert _median_cos(analysis.metrics, "depth|depth_flip") < -0.5

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from gradscope.analysis.run import analyze_run
 from gradscope.cli import app, main
 from gradscope.errors import GradscopeError
 from gradscope.report.check import aggregate, load_config, run_checks
-from gradscope.report.load import load_analysis
 from gradscope.report.rules import Selector, parse_rule
 from gradscope.store.reader import open_run
 
@@ -91,7 +91,7 @@ def test_aggregations() -> None:
 
 # ------------------------------------------------------------------------------- evaluation
 def test_rules_against_synthetic_run(synthetic_run: Path) -> None:
-    analysis = load_analysis(open_run(synthetic_run))
+    analysis = analyze_run(open_run(synthetic_run))
     texts = {
         "noise.b_simple.last < 4096": "pass",
         "stability.update_ratio[layer=*].max < 1e-2": "pass",

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from gradscope.analysis.run import analyze_run
 from gradscope.cli import app
 from gradscope.report.compare import compare_metrics, verdict_changes
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 
 runner = CliRunner()
 
 
 def test_deltas_and_verdict_changes(synthetic_run: Path, calm_run: Path) -> None:
-    a, b = load_analysis(open_run(synthetic_run)), load_analysis(open_run(calm_run))
+    a, b = analyze_run(open_run(synthetic_run)), analyze_run(open_run(calm_run))
     table = compare_metrics(a, b)
     row = table[(table["family"] == "stability") & (table["name"] == "loss")].iloc[0]
     assert row["delta_last"] == row["b_last"] - row["a_last"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
+from gradscope.analysis.run import analyze_run
 from gradscope.report.html import write_html
-from gradscope.report.load import load_analysis
 from gradscope.store.reader import open_run
 from tests.report.conftest import HOSTILE_LAYER, HOSTILE_TASK
 
@@ -41,7 +41,7 @@ def page(synthetic_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     run = open_run(synthetic_run)
     path = tmp_path_factory.mktemp("html") / "report.html"
     before = dict(matplotlib.rcParams)
-    write_html(run, load_analysis(run), path)
+    write_html(run, analyze_run(run), path)
     assert dict(matplotlib.rcParams) == before  # the user's matplotlib style is untouched
     source = path.read_text()
     parsed = Page()
@@ -79,5 +79,5 @@ def test_hostile_names_only_escaped(page: tuple[str, Page]) -> None:
 
 def test_minimal_run_page(minimal_run: Path, tmp_path: Path) -> None:
     run = open_run(minimal_run)
-    write_html(run, load_analysis(run), tmp_path / "r.html")
+    write_html(run, analyze_run(run), tmp_path / "r.html")
     assert "no named tasks recorded" in (tmp_path / "r.html").read_text()

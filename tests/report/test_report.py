@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner
 
+from gradscope.analysis.run import analyze_run, read_tables
 from gradscope.analysis.types import FAMILIES
 from gradscope.cli import app
-from gradscope.report.load import load_analysis, read_tables
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
 
@@ -55,7 +55,7 @@ def test_run_without_per_sample_tables(minimal_run: Path) -> None:
     run = open_run(minimal_run)
     tables, samples = read_tables(run)
     assert set(tables) == {"steps", "layers"} and samples is None
-    analysis = load_analysis(run)
+    analysis = analyze_run(run)
     assert [v.family for v in analysis.verdicts] == list(FAMILIES)
     text = _render(minimal_run)
     assert "no metrics: the run did not record" in text

@@ -1,4 +1,4 @@
-"""gradscope.report.load streams SAMPLES through the reducer: its analysis must equal the
+"""gradscope.analysis.run streams SAMPLES through the reducer: its analysis must equal the
 analysis of every table held whole, for any batch size, and use the lowest rank only."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from gradscope.analysis.engine import Analysis, analyze
-from gradscope.report import load
+import gradscope.analysis
+from gradscope.analysis import run as analysis_run
+from gradscope.analysis.engine import Analysis, analyze_tables
+from gradscope.analysis.types import FAMILIES
+from gradscope.errors import GradscopeError
 from gradscope.store.reader import open_run
 from gradscope.store.schema import TABLES
 
@@ -20,7 +23,7 @@ from gradscope.store.schema import TABLES
 def _whole(run_dir: Path) -> Analysis:
     run = open_run(run_dir)
     tables = {name: run.table(name) for name in TABLES if run.has(name)}
-    return analyze(tables, run=run.name, meta=run.meta)
+    return analyze_tables(tables, run=run.name, meta=run.meta)
 
 
 def _assert_same(streamed: Analysis, whole: Analysis) -> None:
@@ -40,8 +43,8 @@ def test_streamed_analysis_equals_whole_tables(
     fixture: str, batch_rows: int, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = request.getfixturevalue(fixture)
-    monkeypatch.setattr(load, "BATCH_ROWS", batch_rows)
-    streamed = load.load_analysis(open_run(run_dir))
+    monkeypatch.setattr(analysis_run, "BATCH_ROWS", batch_rows)
+    streamed = analysis_run.analyze_run(open_run(run_dir))
     assert len(streamed.metrics[streamed.metrics["name"] == "gwa"])
     _assert_same(streamed, _whole(run_dir))
 
@@ -57,4 +60,12 @@ def test_only_the_lowest_rank_samples_are_analysed(synthetic_run: Path, tmp_path
     pq.write_table(other, run_dir / "samples" / "rank-1" / "part-000000.parquet")
     run = open_run(run_dir)
     assert run.ranks("samples") == [0, 1]
-    _assert_same(load.load_analysis(run), load.load_analysis(open_run(synthetic_run)))
+    _assert_same(analysis_run.analyze_run(run), analysis_run.analyze_run(open_run(synthetic_run)))
+
+
+def test_public_analyze_takes_a_run_directory(synthetic_run: Path, tmp_path: Path) -> None:
+    result = gradscope.analysis.analyze(synthetic_run)
+    assert [v.family for v in result.verdicts] == list(FAMILIES)
+    assert set(result.metrics["family"]) == set(FAMILIES)
+    with pytest.raises(GradscopeError, match="no such run directory"):
+        gradscope.analysis.analyze(tmp_path / "missing")

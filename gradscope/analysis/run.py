@@ -14,7 +14,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gradscope.analysis.engine import Analysis, analyze, sample_options
+from gradscope.analysis.engine import Analysis, analyze_tables, sample_options
 from gradscope.analysis.samples import SampleReducer, SampleSummary
 from gradscope.store.reader import Run
 from gradscope.store.schema import TABLES
@@ -65,11 +65,11 @@ def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFram
     return tables, summary
 
 
-def load_analysis(run: Run, progress: bool = False) -> Analysis:
+def analyze_run(run: Run, progress: bool = False) -> Analysis:
     """Read what the run recorded and compute every metric family with its verdict.
 
     ``progress`` draws a bar on stderr while tables are read, only when stderr is a
     terminal (pipes and CI logs stay clean).
     """
     tables, summary = read_tables(run, progress)
-    return analyze(tables, run=run.name, meta=run.meta, samples=summary)
+    return analyze_tables(tables, run=run.name, meta=run.meta, samples=summary)
