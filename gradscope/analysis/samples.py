@@ -119,7 +119,7 @@ class SampleReducer:
         return SampleSummary(
             s2=self._frame("s2", ["step", "layer", "s2"], by=["step", "layer"]),
             counts=self._frame("counts", ["step", "m"], by=["step"]),
-            sketch_moments=sketches.combine(self._parts.get("sketch", [])),
+            sketch_moments=self._frame("sketch", list(sketches.MOMENT_COLUMNS), by=["step", "layer"]),
             gwa=self._frame("gwa", ["step", "layer", "gwa"], by=["step", "layer"]),
             head=self.head,
             head_epochs=dict(sorted(self._head_epochs.items())),

@@ -1,9 +1,9 @@
-"""Per-(step, layer) moments of the per-sample sketches, combinable across record batches.
+"""Per-(step, layer) moments of the per-sample sketches.
 
 The GSNR estimate needs, per (step, layer) and sketch coordinate j, the count n, the sum
-and the sum of squares of s_ij. Those add across batches of rows, so a reader can stream
-the samples table and never hold the sketches of a whole run (about 16 floats per
-(sample, layer, step)). Variances come from the sums in float64 (single pass): precise
+and the sum of squares of s_ij. The samples reducer (gradscope.analysis.samples) computes
+them step by step as it streams, so the sketches of a whole run (about 16 floats per
+(sample, layer, step)) are never held. Variances come from the sums in float64 (single pass): precise
 while mean^2 / variance stays below about 1e10, far above any GSNR that matters here.
 """
 
@@ -54,18 +54,3 @@ def split(rows: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     kept = column if keep.all() else column.filter(pa.array(keep))  # filter copies: skip it when it can
     values = pc.list_flatten(kept).to_numpy().astype(np.float64)
     return rest, keep, values.reshape(-1, width)
-
-
-def combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Add up moments of the same (step, layer) computed from different batches."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return pd.DataFrame(columns=list(MOMENT_COLUMNS))
-    frame = pd.concat(parts, ignore_index=True)
-    if not frame.duplicated(["step", "layer"]).any():
-        return frame.sort_values(["step", "layer"], ignore_index=True)
-    rows = []
-    for (step, layer), block in frame.groupby(["step", "layer"], sort=True):
-        rows.append((step, layer, int(block["count"].sum()), np.sum(np.stack(block["sum"]), 0),
-                     np.sum(np.stack(block["sumsq"]), 0)))
-    return pd.DataFrame(rows, columns=list(MOMENT_COLUMNS))
