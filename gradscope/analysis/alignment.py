@@ -30,7 +30,8 @@ import pandas as pd
 
 from gradscope.analysis.central_moments import CentralMoments
 from gradscope.analysis.coherence import concat_rows, tidy
-from gradscope.analysis.types import Verdict
+from gradscope.analysis.thresholds import GWA_DROP, MIN_EPOCHS
+from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_EPOCHS, Verdict, no_data
 
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
@@ -120,16 +121,20 @@ def alignment_metrics(summary: SampleSummary | None) -> pd.DataFrame:
     return concat_rows(parts)
 
 
-def alignment_verdict(rows: pd.DataFrame, *, drop: float = 0.1) -> Verdict:
+def alignment_verdict(rows: pd.DataFrame, *, drop: float = GWA_DROP) -> Verdict:
     """Warn when the last epoch's score is below the best by more than 10% of |best|.
 
     Hölzl et al. (2025) use the peak of the epoch score as the early-stopping point:
-    a score that has fallen from its peak says generalisation stopped improving.
+    a score that has fallen from its peak says generalisation stopped improving. It
+    needs MIN_EPOCHS (2) epoch scores; with fewer the verdict is "no data".
     """
     source = "Hölzl et al. 2025 (GWA epoch score peak = early-stop point)"
     scores = rows[rows["name"] == "epoch_score"].dropna(subset=["value"])
-    if len(scores) < 2:
-        return Verdict("alignment", "ok", "alignment: no data (fewer than 2 epochs)", source=source)
+    if not len(rows.dropna(subset=["value"])):
+        return no_data("alignment", NOT_RECORDED, "per-sample gradient-weight dots not recorded", source)
+    if len(scores) < MIN_EPOCHS:
+        why = f"the GWA epoch score needs {MIN_EPOCHS} epochs; the run has {len(scores)}"
+        return no_data("alignment", TOO_FEW_EPOCHS, why, source)
     scores = scores.assign(epoch=scores["key"].astype(int)).sort_values("epoch")
     best = scores.loc[scores["value"].idxmax()]
     last = scores.iloc[-1]

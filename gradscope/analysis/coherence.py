@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from gradscope.analysis.types import Verdict
+from gradscope.analysis.text import step_list
+from gradscope.analysis.thresholds import M_COHERENCE_MIN
+from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
 
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
@@ -86,6 +88,21 @@ def layer_sums(layers: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def masked_steps(layers: pd.DataFrame | None, samples: SampleSummary | None) -> pd.DataFrame:
+    """Steps left out of the S1/S2 moments for non-finite inputs: a sample row with an
+    inf/NaN norm2, weight_dot or sketch (``SampleSummary.nonfinite``) or a layer whose
+    sum_norm2 is inf. Rows (step, name "masked_nonfinite", value 1) for the families
+    that read the moments, so the metrics table says which steps have no value and why."""
+    steps: set[int] = set()
+    if samples is not None and len(samples.nonfinite):
+        steps |= {int(s) for s in samples.nonfinite["step"]}
+    if has_columns(layers, "step", "sum_norm2"):
+        s1 = layers["sum_norm2"].astype(float)
+        steps |= {int(s) for s in layers.loc[np.isinf(s1), "step"]}
+    frame = pd.DataFrame({"step": sorted(steps), "value": 1.0})
+    return tidy(frame, "masked_nonfinite", "value")
+
+
 def _gram_moments(gram: pd.DataFrame) -> pd.DataFrame:
     """S1 = sum(K), S2 = trace(K), m = B from the first micro-batch of each step."""
     first = gram[gram["micro"] == gram.groupby("step")["micro"].transform("min")]
@@ -104,7 +121,9 @@ def step_moments(
     S1 comes from LAYERS.sum_norm2 (all micro-batches of the step). When that column is
     missing or all NaN, S1 = sum(K) and S2 = trace(K) from the step's first micro-batch
     Gram, with m = B of that micro-batch (an unbiased subsample of the step). Model rows
-    sum only layers that have both S1 and S2. Columns: step, layer, s1, s2, m, source.
+    sum only layers that have both S1 and S2. A step in which any layer's S1 or S2 is inf
+    or NaN (an overflowed gradient) is left out whole (``masked_steps`` names it).
+    Columns: step, layer, s1, s2, m, source.
     """
     per_layer = pd.DataFrame(columns=["step", "layer", "s1", "s2", "m"])
     source = ""
@@ -115,6 +134,8 @@ def step_moments(
             per_layer, source = per_layer.dropna(subset=["s1", "s2"]), "sum_norm2"
     if not len(per_layer) and has_columns(gram, "step", "micro", "layer", "size", "values"):
         per_layer, source = _gram_moments(gram), "gram"
+    finite = np.isfinite(per_layer["s1"].astype(float)) & np.isfinite(per_layer["s2"].astype(float))
+    per_layer = per_layer[~per_layer["step"].isin(per_layer.loc[~finite, "step"])]  # whole steps
     if not len(per_layer):
         return pd.DataFrame(columns=["step", "layer", "s1", "s2", "m", "source"])
     model = per_layer.groupby("step").agg(s1=("s1", "sum"), s2=("s2", "sum"), m=("m", "first"))
@@ -125,7 +146,9 @@ def step_moments(
 
 def grams(gram: pd.DataFrame, *, by_layer: bool) -> Iterator[tuple[int, int, str, np.ndarray]]:
     """Yield (step, micro, layer, K) per Gram row; with ``by_layer=False`` the model Gram
-    (sum of the per-layer Grams of one (step, micro)) with layer "".
+    (sum of the per-layer Grams of one (step, micro)) with layer "". A (step, micro) whose
+    Gram holds an inf or NaN (an overflowed gradient) is skipped whole, as ``step_moments``
+    skips the step.
     """
     if not has_columns(gram, "step", "micro", "layer", "size", "values"):
         return
@@ -134,6 +157,8 @@ def grams(gram: pd.DataFrame, *, by_layer: bool) -> Iterator[tuple[int, int, str
             np.asarray(v, dtype=np.float64).reshape(s, s)
             for s, v in zip(block["size"], block["values"], strict=True)
         ]
+        if not all(np.isfinite(m).all() for m in matrices):
+            continue
         if by_layer:
             for layer, matrix in zip(block["layer"], matrices, strict=True):
                 yield int(step), int(micro), str(layer), matrix
@@ -294,37 +319,49 @@ def _micro_rows(gram: pd.DataFrame, moments: pd.DataFrame) -> pd.DataFrame:
 def coherence_metrics(
     layers: pd.DataFrame | None, samples: SampleSummary | None, gram: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """All coherence rows (step, name, scope, key, value); missing inputs give fewer rows."""
+    """All coherence rows (step, name, scope, key, value); missing inputs give fewer rows.
+    Steps left out for non-finite per-sample values get a ``masked_nonfinite`` row."""
     moments = step_moments(layers, samples, gram)
     parts = _moment_rows(moments) if len(moments) else []
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
         parts.append(_gram_rows(gram, samples.groups if samples is not None else {}))
         parts.append(_micro_rows(gram, moments))
+    if parts:
+        parts.append(masked_steps(layers, samples))
     return concat_rows(parts)
 
 
-def coherence_verdict(rows: pd.DataFrame, *, threshold: float = 1.1) -> Verdict:
+def masked_detail(rows: pd.DataFrame) -> tuple[str, ...]:
+    """One detail line naming the steps left out for non-finite values, if any."""
+    steps = rows.loc[rows["name"] == "masked_nonfinite", "step"].tolist()
+    if not steps:
+        return ()
+    return (f"{step_list(steps)} left out: a per-sample gradient was inf/NaN (see stability.nonfinite)",)
+
+
+def coherence_verdict(rows: pd.DataFrame, *, threshold: float = M_COHERENCE_MIN) -> Verdict:
     """Warn when the median model m-coherence over the later half of the steps is < 1.1.
 
     m-coherence 1 means the per-sample gradients are mutually orthogonal on average: no
     sample's step helps another (Chatterjee & Zielinski 2022), the regime where a network
     fits examples one by one (memorisation); below 1 they cancel. The 10% margin absorbs
-    sampling noise of S1/S2.
+    sampling noise of S1/S2 (gradscope.analysis.thresholds.M_COHERENCE_MIN).
     """
     source = "Chatterjee & Zielinski 2022 (m-coherence vs 1)"
     values = rows[(rows["name"] == "m_coherence") & (rows["scope"] == "model")].dropna(subset=["value"])
     if not len(values):
-        return Verdict("coherence", "ok", "coherence: no data (not recorded)", source=source)
+        return no_data("coherence", NOT_RECORDED, "per-sample gradient norms (S1/S2) not recorded", source)
     values = values.sort_values("step")
     later = values.iloc[len(values) // 2 :]
     median = float(later["value"].median())
     level = "warn" if median < threshold else "ok"
-    low = tuple(int(s) for s in later.loc[later["value"] < threshold, "step"][:20])
+    low = tuple(int(s) for s in later.loc[later["value"] < threshold, "step"])
     summary = (
-        f"per-sample gradients near-orthogonal: median m-coherence {median:.3g} < {threshold}"
+        f"per-sample gradients near-orthogonal: median m-coherence {median:.3g} < {threshold:g}"
         if level == "warn"
         else f"per-sample gradients coherent: median m-coherence {median:.3g}"
     )
+    details = (f"below {threshold:g} at {step_list(low)}",) if level == "warn" else ()
     return Verdict(
         "coherence",
         level,
@@ -334,4 +371,5 @@ def coherence_verdict(rows: pd.DataFrame, *, threshold: float = 1.1) -> Verdict:
         threshold=threshold,
         steps=low if level == "warn" else (),
         source=source,
+        details=details + masked_detail(rows),
     )

@@ -23,12 +23,13 @@ from gradscope.analysis.coherence import (
     has_columns,
     tidy,
 )
-from gradscope.analysis.types import Verdict
+from gradscope.analysis.thresholds import CONFLICT_COS, SEVERE_CONFLICT, STRONG_CONFLICT
+from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
 
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
 
-STRONG, SEVERE = -0.5, -0.8  # GCond conflict zones
+STRONG, SEVERE = STRONG_CONFLICT, SEVERE_CONFLICT  # GCond conflict zones (analysis.thresholds)
 CONFLICT_TOL = 1e-9  # cos below -tol counts as conflict (round-off on orthogonal pairs)
 
 
@@ -256,23 +257,23 @@ def conflict_verdict(rows: pd.DataFrame) -> Verdict:
     pairs = rows[(rows["name"].isin(["cos", "group_cos"])) & rows["scope"].isin(["task_pair", "group_pair"])]
     pairs = pairs.dropna(subset=["value"])
     if not len(pairs):
-        return Verdict("conflict", "ok", "conflict: no data (no tasks or groups recorded)", source=source)
+        why = "no named tasks (gradscope.tasks) or sample groups recorded"
+        return no_data("conflict", NOT_RECORDED, why, source)
     medians = pairs.groupby("key")["value"].median().sort_values()
     fractions = (pairs["value"] < -CONFLICT_TOL).groupby(pairs["key"]).mean()
     pair, value = str(medians.index[0]), float(medians.iloc[0])
     conflicted = pairs[(pairs["key"] == pair) & (pairs["value"] < -CONFLICT_TOL)]
-    steps = tuple(int(s) for s in conflicted["step"][:50])
-    details = tuple(
-        f"{k}: median cos {v:.3g}, conflict on {fractions[k]:.0%} of steps" for k, v in medians.items()
-    )
+    steps = tuple(int(s) for s in conflicted["step"])
+    lines = [f"{k}: median cos {v:.3g}, conflict on {fractions[k]:.0%} of steps" for k, v in medians.items()]
+    details = tuple(lines[:8]) + ((f"... and {len(lines) - 8} more pairs",) if len(lines) > 8 else ())
     common = {"metric": "conflict.cos", "value": value, "source": source, "details": details}
     if value < STRONG:
         zone = "severe" if value < SEVERE else "strong"
         summary = f"{zone} conflict between {pair}: median cos {value:.2f}"
         return Verdict("conflict", "alert", summary, threshold=STRONG, steps=steps, **common)
-    if value < -CONFLICT_TOL or fractions.max() > 0.5:
+    if value < CONFLICT_COS - CONFLICT_TOL or fractions.max() > 0.5:
         summary = f"tasks {pair} conflict: median cos {value:.2f}"
-        return Verdict("conflict", "warn", summary, threshold=0.0, steps=steps, **common)
+        return Verdict("conflict", "warn", summary, threshold=CONFLICT_COS, steps=steps, **common)
     return Verdict(
-        "conflict", "ok", f"no task conflict: lowest median cos {value:.2f}", threshold=0.0, **common
+        "conflict", "ok", f"no task conflict: lowest median cos {value:.2f}", threshold=CONFLICT_COS, **common
     )

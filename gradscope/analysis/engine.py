@@ -9,8 +9,9 @@ reduced by gradscope.analysis.samples, as it streams or here when handed whole.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,25 @@ from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.noise import noise_metrics, noise_verdict
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.stability import stability_metrics, stability_verdict
-from gradscope.analysis.types import FAMILIES, METRIC_COLUMNS, Verdict
+from gradscope.analysis.types import (
+    CRASHED,
+    FAILED,
+    FAMILIES,
+    METRIC_COLUMNS,
+    NO_DATA,
+    NO_STEPS,
+    NOT_RECORDED,
+    PROFILE,
+    Verdict,
+    no_data,
+)
+
+RAISE_ENV = "GRADSCOPE_RAISE"  # "1": an analysis family that raises propagates (tests, debugging)
+PER_SAMPLE_FAMILIES = ("coherence", "alignment", "noise")
+RECORDING_STATES = {
+    "never-started": "the recorder never started",
+    "no-backward": "the recorder saw no backward pass",
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,54 @@ class Analysis:
     metrics: pd.DataFrame  # columns METRIC_COLUMNS
     verdicts: tuple[Verdict, ...]  # one per family, in FAMILIES order
     head_sample: pd.DataFrame  # epoch, gwa: a bounded random sample of head GWA per epoch (plots)
+    recorded_steps: int = 0  # distinct steps in STEPS (lowest rank)
+    gap: str = ""  # why the run as a whole has no data (every verdict NO_DATA); "" when it has
+
+    def verdict(self, family: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.family == family), None)
+
+
+def run_gap(steps: pd.DataFrame | None, meta: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, text) when the run as a whole has nothing to analyse, else None.
+
+    meta["recording"] (written by the recorder; absent in older runs) may say the recorder
+    never started or never saw a backward pass; otherwise a run without one STEPS row
+    either crashed before its first step (meta status crashed / interrupted) or ran
+    without the recorder seeing a training step.
+    """
+    recording = meta.get("recording")
+    if isinstance(recording, Mapping) and recording.get("state") in RECORDING_STATES:
+        detail = " ".join(str(recording.get("reason") or "").split())
+        text = RECORDING_STATES[str(recording["state"])] + (f": {detail}" if detail else "")
+        return NOT_RECORDED, text
+    if steps is not None and "step" in steps.columns and len(steps):
+        return None
+    status = str(meta.get("status") or "")
+    if status in ("crashed", "interrupted"):
+        code = meta.get("exit_code")
+        return CRASHED, f"the run {status} before its first step" + (f" (exit code {code})" if code else "")
+    return NO_STEPS, "no training step was recorded (the recorder saw no optimizer step)"
+
+
+def _raise_errors(flag: bool | None) -> bool:
+    return os.environ.get(RAISE_ENV, "") == "1" if flag is None else flag
+
+
+def failed(family: str, error: Exception) -> Verdict:
+    """The FAILED verdict of a family whose analysis raised ``error`` (one line)."""
+    message = " ".join(str(error).split())[:200]
+    return Verdict(family, FAILED, f"analysis failed: {type(error).__name__}: {message}")
+
+
+def _profile_reason(verdict: Verdict, meta: Mapping[str, Any]) -> Verdict:
+    """A per-sample family without data on a minimal-profile run: say it is the profile."""
+    config = meta.get("config")
+    profile = config.get("profile") if isinstance(config, Mapping) else None
+    unrecorded = verdict.level == NO_DATA and verdict.reason == NOT_RECORDED
+    if not unrecorded or verdict.family not in PER_SAMPLE_FAMILIES or profile != "minimal":
+        return verdict
+    why = "profile minimal records no per-sample statistics (record with --profile standard)"
+    return replace(verdict, summary=f"no data: {why}", reason=PROFILE)
 
 
 def _lowest_rank(frame: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -94,7 +161,10 @@ def _families(
         "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
         "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
-        "stability": (lambda: stability_metrics(steps, layers), stability_verdict),
+        "stability": (
+            lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+            stability_verdict,
+        ),
     }
 
 
@@ -104,6 +174,7 @@ def analyze_tables(
     run: str = "",
     meta: Mapping[str, Any] | None = None,
     samples: SampleSummary | None = None,
+    raise_errors: bool | None = None,
 ) -> Analysis:
     """Compute every metric family and its verdict.
 
@@ -112,22 +183,33 @@ def analyze_tables(
     ``samples`` instead (see ``sample_options``). ``meta`` (meta.json) may give "head"
     (the output layer for GWA), "layers" (the layer table, in model order), "epochs"
     (step -> epoch), "epoch_starts" and "steps_per_epoch" (window when no mapping;
-    default 100). A family whose inputs are missing yields no rows and an "ok" verdict
-    whose summary says "no data"; a family whose inputs are malformed yields a "warn"
-    verdict saying the analysis failed.
+    default 100), "recording", "status" and "config" (see ``run_gap``).
+
+    A run with no recorded step gets a NO_DATA verdict in every family (``Analysis.gap``
+    says why). A family whose inputs are missing gets a NO_DATA verdict with the reason;
+    a family whose analysis raises gets a FAILED verdict with the error in one line, or,
+    with ``raise_errors`` (default: environment GRADSCOPE_RAISE=1), the error propagates.
     """
     meta = meta or {}
     data = {name: _lowest_rank(frame) for name, frame in tables.items()}
+    steps = data.get("steps")
+    recorded = int(steps["step"].nunique()) if steps is not None and "step" in steps.columns else 0
+    gap = run_gap(steps, meta)
+    if gap is not None:
+        verdicts = tuple(no_data(family, *gap) for family in FAMILIES)
+        return Analysis(concat_rows([]).assign(family="", run=run)[list(METRIC_COLUMNS)], verdicts,
+                        empty_frame(["epoch", "gwa"]), recorded, gap[1])
     if samples is None and data.get("samples") is not None:
         samples = summarize(data["samples"], **sample_options(data.get("layers"), meta))
     parts, verdicts = [], []
     for family, (compute, judge) in _families(data, samples).items():
         try:
             rows = compute()
-            verdict = judge(rows)
-        except (KeyError, ValueError, TypeError, IndexError) as error:
-            rows = concat_rows([])
-            verdict = Verdict(family, "warn", f"{family}: analysis failed ({error!r:.200})")
+            verdict = _profile_reason(judge(rows), meta)
+        except Exception as error:  # noqa: BLE001  (any failure becomes a loud FAILED verdict)
+            if _raise_errors(raise_errors):
+                raise
+            rows, verdict = concat_rows([]), failed(family, error)
         parts.append(rows.assign(family=family, run=run))
         verdicts.append(verdict)
     metrics = pd.concat(parts, ignore_index=True)[list(METRIC_COLUMNS)]
@@ -137,4 +219,5 @@ def analyze_tables(
         metrics=metrics,
         verdicts=tuple(sorted(verdicts, key=lambda v: order[v.family])),
         head_sample=head_sample,
+        recorded_steps=recorded,
     )

@@ -36,11 +36,14 @@ from gradscope.analysis.coherence import (
     concat_rows,
     grams,
     has_columns,
+    masked_detail,
+    masked_steps,
     scope_of,
     step_moments,
     tidy,
 )
-from gradscope.analysis.types import Verdict
+from gradscope.analysis.thresholds import NOISE_FACTOR
+from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
 
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
@@ -193,40 +196,43 @@ def noise_metrics(
     *,
     decay: float = 0.9,
 ) -> pd.DataFrame:
-    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows."""
+    """All noise rows (step, name, scope, key, value); missing inputs give fewer rows.
+    Steps left out for non-finite per-sample values get a ``masked_nonfinite`` row."""
     moments = step_moments(layers, samples, gram)
     parts = [noise_scale_rows(moments, decay=decay)] if len(moments) else []
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
         parts.append(cockpit_rows(gram))
     if samples is not None and len(samples.sketch_moments):
         parts.append(gsnr_rows(samples.sketch_moments))
+    if parts:
+        parts.append(masked_steps(layers, samples))
     return concat_rows(parts)
 
 
-def noise_verdict(rows: pd.DataFrame, *, factor: float = 10.0) -> Verdict:
+def noise_verdict(rows: pd.DataFrame, *, factor: float = NOISE_FACTOR) -> Verdict:
     """Batch size m against the smoothed B_simple (median over the later half of steps).
 
     McCandlish et al. (2018): the critical batch B_crit ~ B_simple balances steps and
     compute. m > 10 B_simple: more samples barely shorten training (each step's gradient
     is already nearly exact), so most of the compute is wasted; m < B_simple / 10: the
     step is noise-dominated, a larger batch would cut the steps needed almost linearly.
-    The factor 10 leaves room for B_simple's approximation of B_crit (exact only for a
-    well-conditioned Hessian) and for its noise.
+    The factor 10 (gradscope.analysis.thresholds.NOISE_FACTOR) leaves room for B_simple's
+    approximation of B_crit (exact only for a well-conditioned Hessian) and for its noise.
     """
     source = "McCandlish et al. 2018 (batch size vs B_simple)"
     model = rows[rows["scope"] == "model"]
     series = model[model["name"] == "b_simple"].dropna(subset=["value"]).sort_values("step")
     sizes = model[model["name"] == "batch_size"]["value"].dropna()
     if not len(series) or not len(sizes):
-        return Verdict("noise", "ok", "noise: no data (S1/S2 not recorded)", source=source)
+        return no_data("noise", NOT_RECORDED, "per-sample gradient norms (S1/S2) not recorded", source)
     scale = float(series.iloc[len(series) // 2 :]["value"].median())
     batch = float(sizes.median())
-    common = {"metric": "noise.b_simple", "value": scale, "source": source}
+    common = {"metric": "noise.b_simple", "value": scale, "source": source, "details": masked_detail(rows)}
     if batch > factor * scale:
         summary = f"batch {batch:.0f} > {factor:g} x B_simple {scale:.3g}: compute wasted"
         return Verdict("noise", "warn", summary, threshold=factor * scale, **common)
     if batch < scale / factor:
         summary = f"batch {batch:.0f} < B_simple {scale:.3g} / {factor:g}: noise-dominated steps"
         return Verdict("noise", "warn", summary, threshold=scale / factor, **common)
-    summary = f"batch {batch:.0f} within 10x of B_simple {scale:.3g}"
+    summary = f"batch {batch:.0f} within {factor:g}x of B_simple {scale:.3g}"
     return Verdict("noise", "ok", summary, threshold=factor * scale, **common)

@@ -54,6 +54,8 @@ class SampleSummary:
     head_sample: pd.DataFrame  # epoch, gwa: a uniform random sample of head a_i per epoch
     groups: dict[tuple[int, int], np.ndarray]  # (step, micro) -> group label per sample index
     problem: str | None = None  # why the summary is unusable, when it is
+    # step, rows: steps left out because a sample's norm2, weight_dot or sketch was inf/NaN
+    nonfinite: pd.DataFrame = field(default_factory=lambda: empty_frame(["step", "rows"]))
 
 
 @dataclass
@@ -127,6 +129,7 @@ class SampleReducer:
             head_sample=self._frame("head_sample", ["epoch", "gwa", "key"])[["epoch", "gwa"]],
             groups=self._groups,
             problem=self._problem,
+            nonfinite=self._frame("nonfinite", ["step", "rows"], by=["step"]),
         )
 
     def _reduce(self, table: pa.Table) -> None:
@@ -136,8 +139,11 @@ class SampleReducer:
         if table.column("step")[0].as_py() <= self._last_step:
             self._problem = _OUT_OF_ORDER
             return
+        self._last_step = table.column("step")[len(table) - 1].as_py()
+        table = self._finite_steps(table)
+        if not len(table):
+            return
         step = table.column("step").to_numpy().astype(np.int64)
-        self._last_step = step[-1]
         layer = self._layer_codes(table.column("layer"))
         cells, (cell_step, cell_layer) = _group(step, layer)
         labels = cell_step, np.asarray(self._names, dtype=object)[cell_layer]
@@ -157,6 +163,28 @@ class SampleReducer:
             self._add_groups(sample_step, sample_micro, sample_index, column["group"][first])
         if self._weights is not None and "weight_dot" in column and "norm2" in column:
             self._add_alignment(step, layer, (labels, cells), (samples, sample_step), column)
+
+    def _finite_steps(self, table: pa.Table) -> pa.Table:
+        """``table`` without the steps in which any row's norm2, weight_dot or sketch is
+        inf or NaN (a sample whose gradient overflowed): their S2, GWA and sketch moments
+        would be inf or NaN. The steps left out and their bad rows are kept in
+        ``nonfinite`` for the stability family, which names them."""
+        bad = np.zeros(len(table), dtype=bool)
+        for name in ("norm2", "weight_dot"):
+            if name in table.schema.names:
+                bad |= ~np.isfinite(table.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
+        sketch_type = table.schema.field("sketch").type if "sketch" in table.schema.names else None
+        if sketch_type is not None and (pa.types.is_list(sketch_type) or pa.types.is_large_list(sketch_type)):
+            lengths = pc.list_value_length(table.column("sketch")).fill_null(0).to_numpy()
+            flat = pc.list_flatten(table.column("sketch")).to_numpy(zero_copy_only=False).astype(np.float64)
+            row_of = np.repeat(np.arange(len(table)), lengths)
+            bad |= np.bincount(row_of, ~np.isfinite(flat), len(table)) > 0
+        if not bad.any():
+            return table
+        step = table.column("step").to_numpy().astype(np.int64)
+        steps, rows = np.unique(step[bad], return_counts=True)
+        self._collect("nonfinite", pd.DataFrame({"step": steps, "rows": rows}))
+        return table.filter(pa.array(~np.isin(step, steps)))
 
     def _add_groups(self, step: np.ndarray, micro: np.ndarray, index: np.ndarray, group: np.ndarray) -> None:
         labels = pd.DataFrame({"step": step, "micro": micro, "sample": index, "group": group})

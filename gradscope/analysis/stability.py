@@ -13,22 +13,18 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
-from gradscope.analysis.types import Level, Verdict
+from gradscope.analysis.text import step_list
+from gradscope.analysis.thresholds import EXPLODE, MIN_HISTORY, SPIKE_Z, UPDATE_RATIO, VANISH, WINDOW
+from gradscope.analysis.types import NOT_RECORDED, Level, Verdict, no_data
+
+__all__ = ["EXPLODE", "MIN_HISTORY", "SPIKE_Z", "VANISH", "WINDOW", "robust_z", "stability_metrics",
+           "stability_verdict"]
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
-SPIKE_Z = 6.0  # robust z above which a value is a spike
-WINDOW = 20  # trailing steps for the rolling median / MAD and the flip rate
-# Two decades either side of Karpathy's ~1e-3 (CS231n, "ratio of weights:updates"). One
-# decade flagged every healthy twin in tests/clinic (tiny nets trained briefly run at
-# 1e-2..5e-2 in the head, deep ReLU nets at ~1e-4 in the first layer); 1e-1 rewrites a
-# layer in ~10 steps, 1e-5 leaves it unchanged over ~1e5 steps. configs/default.toml gates 1e-1.
-UPDATE_RATIO_BAND = (1e-5, 1e-1)
 RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
-# Previous values needed before a z-score. On 40 i.i.d. noisy mini-batch gradient norms the
-# MAD of only 5 values gave a z > 6 "spike" in 10% of runs (a z of 6.2 on an early clinic
-# twin); 10 values on the log scale gave 0.3-1.3% (simulation in docs/clinic.md).
-MIN_HISTORY = 10
-VANISH, EXPLODE = 1e-3, 1e3  # layer grad norm relative to the step's median layer
+# SPIKE_Z, WINDOW, MIN_HISTORY, the update-ratio band and VANISH / EXPLODE, with their
+# sources, live in gradscope.analysis.thresholds (re-exported here).
+UPDATE_RATIO_BAND = (UPDATE_RATIO.low, UPDATE_RATIO.high)
 
 
 def robust_z(
@@ -143,27 +139,41 @@ def _log_slope(model: pd.DataFrame) -> pd.DataFrame:
     return tidy(pd.DataFrame({"step": [-1], "v": [slope]}), "init_distance_log_slope", "v")
 
 
-def _nonfinite_rows(steps: pd.DataFrame | None, per_layer: pd.DataFrame) -> pd.DataFrame:
-    """stability.nonfinite per step: layers with inf/nan gradients + 1 for a non-finite loss."""
+def _nonfinite_rows(
+    steps: pd.DataFrame | None, per_layer: pd.DataFrame, samples: pd.DataFrame | None
+) -> pd.DataFrame:
+    """stability.nonfinite per step: layers with inf/nan gradients (LAYERS.nonfinite), + 1
+    for a non-finite loss, + 1 for an infinite total grad norm, + 1 when a sample's
+    recorded gradient statistics were inf/NaN (``samples``: step, rows, from
+    SampleSummary.nonfinite). The last catches an overflow that the script zeroed or
+    skipped before the optimizer step: it happened even if the weights never saw it."""
     counts = []
     if "nonfinite" in per_layer:
         counts.append(per_layer.groupby("step")["nonfinite"].sum().astype(float))
-    if has_columns(steps, "step", "loss"):
+    if has_columns(steps, "step", "loss"):  # NaN counts: a loss the script computed as NaN
         bad = ~np.isfinite(steps["loss"].astype(float))
         counts.append(bad.groupby(steps["step"]).any().astype(float))
+    if has_columns(steps, "step", "grad_norm"):  # NaN there means "not measured"
+        bad = np.isinf(steps["grad_norm"].astype(float))
+        counts.append(bad.groupby(steps["step"]).any().astype(float))
+    if has_columns(samples, "step", "rows"):
+        counts.append(pd.Series(1.0, index=samples["step"].astype(np.int64).to_numpy()))
     if not counts:
         return concat_rows([])
-    total = pd.concat(counts, axis=1).fillna(0.0).sum(axis=1).rename("value").reset_index()
-    return tidy(total.rename(columns={"index": "step"}), "nonfinite", "value")
+    total = pd.concat(counts, axis=1).fillna(0.0).sum(axis=1).rename("value").rename_axis("step")
+    return tidy(total.reset_index(), "nonfinite", "value")
 
 
-def stability_metrics(steps: pd.DataFrame | None, layers: pd.DataFrame | None) -> pd.DataFrame:
-    """All stability rows (step, name, scope, key, value); missing inputs give fewer rows."""
+def stability_metrics(
+    steps: pd.DataFrame | None, layers: pd.DataFrame | None, samples_nonfinite: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """All stability rows (step, name, scope, key, value); missing inputs give fewer rows.
+    ``samples_nonfinite`` (step, rows) names the steps whose per-sample values overflowed."""
     parts = _step_rows(steps) if has_columns(steps, "step") else []
     per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
     if len(per_layer):
         parts += _layer_rows(per_layer)
-    parts.append(_nonfinite_rows(steps, per_layer))
+    parts.append(_nonfinite_rows(steps, per_layer, samples_nonfinite))
     return concat_rows(parts)
 
 
@@ -236,8 +246,20 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
     for layer, value in ratios.items():
         if 0 < value < low or value > high:
             limit = low if value < low else high
-            found.append(("warn", f"update/weight ratio of {layer}", "update_ratio", value, limit, ()))
+            text = f"update/weight ratio of {layer} {value:.2g} outside {UPDATE_RATIO.text()}"
+            found.append(("warn", text, "update_ratio", value, limit, ()))
     return found
+
+
+def _recorded_steps(rows: pd.DataFrame) -> tuple[int, int]:
+    """(steps with a loss or grad norm, steps with per-layer rows) in the stability rows."""
+    scalar = rows.loc[rows["name"].isin(["loss", "grad_norm"]) & (rows["scope"] == "model"), "step"]
+    layer = rows.loc[(rows["name"] == "grad_norm") & (rows["scope"] == "layer"), "step"]
+    return scalar.nunique(), layer.nunique()
+
+
+def _at(steps: tuple[int, ...], total: int) -> str:
+    return f" at {step_list(steps, total)}" if steps else ""
 
 
 def stability_verdict(rows: pd.DataFrame) -> Verdict:
@@ -246,25 +268,33 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     (frozen) on 2+ recorded steps, a layer whose median grad norm is < 1e-3 or > 1e3 times
     the median layer's (Pascanu et al. 2013), or a median update/weight ratio outside
     [1e-5, 1e-1] (two decades around Karpathy's ~1e-3 rule of thumb, as Cockpit's
-    update-size instrument).
+    update-size instrument). Thresholds: gradscope.analysis.thresholds. A run shorter than
+    MIN_HISTORY + 1 steps has no spike scores: the summary says so.
     """
     source = "robust z > 6; Pascanu 2013; Karpathy update ratio ~1e-3"
     if not len(rows):
-        return Verdict("stability", "ok", "stability: no data (not recorded)", source=source)
+        return no_data("stability", NOT_RECORDED, "no loss, gradient norm or per-layer statistics", source)
+    scalar_steps, layer_steps = _recorded_steps(rows)
+    short = ""
+    if scalar_steps < MIN_HISTORY + 1:
+        short = f" (spike scores need {MIN_HISTORY + 1} steps; {scalar_steps} recorded)"
     found = _findings(rows)
     if not found:
-        return Verdict("stability", "ok", "no spikes, non-finite values or dead layers", source=source)
+        summary = "no spikes, non-finite values or dead layers" + short
+        return Verdict("stability", "ok", summary, source=source)
     found.sort(
         key=lambda f: (f[0] != "alert", _PRIORITY.index(f[2]) if f[2] in _PRIORITY else len(_PRIORITY))
     )
     level, text, name, value, limit, steps = found[0]
-    shown = ", ".join(str(s) for s in steps[:8])
-    summary = f"{text} at steps {shown}" if steps else text
-    details = tuple(f"{f[0]}: {f[1]}" + (f" at steps {list(f[5][:8])}" if f[5] else "") for f in found)
+    total = layer_steps if name in ("dead", "frozen") else scalar_steps
+    details = tuple(
+        f"{f[0]}: {f[1]}{_at(f[5], layer_steps if f[2] in ('dead', 'frozen') else scalar_steps)}"
+        for f in found
+    )
     return Verdict(
         "stability",
         level,
-        summary,
+        text + _at(steps, total) + short,
         metric=f"stability.{name}",
         value=float(value),
         threshold=float(limit),

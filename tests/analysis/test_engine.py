@@ -108,7 +108,7 @@ def test_analyze_full_run() -> None:
 def test_missing_tables_and_columns_do_not_crash() -> None:
     empty = analyze_tables({})
     assert empty.metrics.empty and tuple(empty.metrics.columns) == METRIC_COLUMNS
-    assert all(v.level == "ok" and "no data" in v.summary for v in empty.verdicts)
+    assert all(v.level == "no data" and "no training step" in v.summary for v in empty.verdicts)
     tables = _tables()
     tables["layers"] = tables["layers"].drop(columns=["sum_norm2"])
     tables["samples"] = tables["samples"].drop(columns=["sketch", "group"])

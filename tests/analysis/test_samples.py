@@ -104,9 +104,12 @@ def test_rows_out_of_step_order_are_refused_not_reduced() -> None:
     reducer.add(frame[frame["step"] < 5])
     summary = reducer.finish()
     assert summary.problem and "step order" in summary.problem
-    analysis = analyze_tables({"layers": layers.assign(param="w")}, samples=summary)
+    steps = pd.DataFrame({"step": sorted(layers["step"].unique()), "rank": 0})
+    analysis = analyze_tables({"steps": steps, "layers": layers.assign(param="w")}, samples=summary,
+                              raise_errors=False)
     verdicts = {v.family: v for v in analysis.verdicts}
-    assert "analysis failed" in verdicts["alignment"].summary
+    assert verdicts["alignment"].level == "failed"
+    assert "analysis failed: ValueError: samples rows are not in step order" in verdicts["alignment"].summary
     assert not len(analysis.metrics[analysis.metrics["family"] == "alignment"])
 
 

@@ -58,7 +58,8 @@ def test_planted_loss_spike_and_dead_layer_found_at_right_steps() -> None:
     dead = rows[rows["name"] == "dead"]
     assert set(dead["key"]) == {"blocks.1"} and dead["step"].tolist() == list(range(30, 60))
     assert any("dead layer blocks.1" in d for d in verdict.details)
-    assert "loss spikes at steps 40" in verdict.summary
+    assert "loss spikes at step 40" in verdict.summary
+    assert "warn: dead layer blocks.1 at steps 30-59 (30)" in verdict.details
 
 
 def test_nonfinite_is_an_alert() -> None:
