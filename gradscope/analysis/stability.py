@@ -161,7 +161,10 @@ def _nonfinite_rows(
     if not counts:
         return concat_rows([])
     total = pd.concat(counts, axis=1).fillna(0.0).sum(axis=1).rename("value").rename_axis("step")
-    return tidy(total.reset_index(), "nonfinite", "value")
+    parts = [tidy(total.reset_index(), "nonfinite", "value")]
+    if has_columns(samples, "step", "rows"):
+        parts.append(tidy(samples.assign(value=samples["rows"].astype(float)), "nonfinite_samples", "value"))
+    return concat_rows(parts)
 
 
 def stability_metrics(
@@ -213,6 +216,7 @@ def _depth_findings(relative: pd.Series) -> list[tuple[Level, str, str, float, f
 # gradient leaves first layers' updates below float resolution: "frozen").
 _PRIORITY = (
     "nonfinite",
+    "nonfinite_samples",
     "loss_spike_z",
     "grad_norm_spike_z",
     "grad_norm_rel",
@@ -229,6 +233,13 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
     if len(bad):
         steps = tuple(int(s) for s in bad["step"])
         found.append(("alert", "non-finite loss/gradients", "nonfinite", bad["value"].max(), 0, steps))
+    in_backward = _select(rows, "nonfinite_samples")
+    if len(in_backward):
+        text = (f"inf/NaN per-sample gradients ({int(in_backward['value'].sum())} rows), seen in backward "
+                "even where the script zeroed or skipped them before the optimizer step; coherence, "
+                "noise and alignment leave those steps out")
+        steps = tuple(int(s) for s in in_backward["step"])
+        found.append(("alert", text, "nonfinite_samples", float(in_backward["value"].max()), 0, steps))
     for name, label in (("loss_spike_z", "loss spikes"), ("grad_norm_spike_z", "grad-norm spikes")):
         spikes = _select(rows, name).query(f"value > {SPIKE_Z}")
         if len(spikes):

@@ -1,8 +1,10 @@
 """``gradscope check RUN``: CI gates on a run's metrics and verdicts.
 
-Exit codes: 0 every rule passes; 1 a rule fails; 2 bad input (a malformed rule or
-config, an unreadable run, or a rule whose metric the run lacks, unless the rule is
-optional or --allow-missing is given).
+Exit codes: 0 every rule passes (or is skipped, with its reason printed); 1 a rule
+fails, which includes every rule on a run with no recorded step and every rule on a
+family whose analysis failed; 2 bad input (a malformed rule or config, an unreadable run,
+or a rule whose metric the run lacks, unless the rule is optional or --allow-missing is
+given). The semantics of each verdict state: gradscope/report/check.py.
 """
 
 from __future__ import annotations

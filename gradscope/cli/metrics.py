@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gradscope.analysis.run import analyze_run
-from gradscope.report.export import MetricsFormat, select_family, write_metrics
+from gradscope.report.export import MetricsFormat, select_family, state_lines, write_metrics
 from gradscope.store.reader import open_run
 
 
@@ -22,10 +22,15 @@ def metrics(
 ) -> None:
     """Write the tidy metrics table (run, step, family, name, scope, key, value).
 
+    A family with no data or whose analysis failed has no rows; one line per such
+    family on stderr says which and why.
+
     Example: gradscope metrics runs/mlp --family noise | jq '.[] | select(.name == "b_simple")'
     """
     analysis = analyze_run(open_run(run), progress=True)
     write_metrics(select_family(analysis.metrics, family), format, out)
+    for line in state_lines(analysis, family):
+        typer.echo(f"gradscope metrics: {line}", err=True)
 
 
 def register(app: typer.Typer) -> None:

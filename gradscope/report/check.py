@@ -18,6 +18,20 @@ Semantics of a metric rule ``family.name[selector].aggregation OP number``:
 
 A verdict rule ``verdict.<family|*> OP level`` compares the family's verdict level (the
 worst one for ``*``) with ok < warn < alert.
+
+The states that are not levels (gradscope.analysis.types):
+
+- A run with no recorded step (the recorder never started or saw no backward pass, the
+  run crashed before its first step, or no step was seen): every rule fails, with the
+  reason (exit 1). A run that cannot be read at all is bad input (exit 2).
+- A family whose analysis failed: every rule on it fails (and ``verdict.*`` fails).
+- A family with no data (not recorded, profile, too few epochs): a verdict rule on it is
+  skipped with the reason; ``verdict.*`` judges the families that have data (skipped when
+  none has). A metric rule on it has no rows: "missing", as above.
+- A metric that needs more history than the run has (thresholds.HISTORY, e.g. spike
+  z-scores need 11 steps) and has no value: the rule is skipped with that reason.
+
+Skipped rules are printed with their reason; they never count as passed in the JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import math
 import operator
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +53,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.types import LEVELS
+from gradscope.analysis.thresholds import HISTORY
+from gradscope.analysis.types import FAILED, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
 from gradscope.report.rules import Rule, parse_rule
 
@@ -161,23 +176,65 @@ def _distance(value: float, threshold: float) -> float:
 
 
 def evaluate_verdict(rule: Rule, analysis: Analysis) -> Outcome:
+    """ok < warn < alert compared on the judged verdicts; a FAILED family fails the rule;
+    families with no data are left out, and a rule that has only those is skipped."""
     verdicts = [v for v in analysis.verdicts if rule.name in ("*", v.family)]
     if not verdicts:
         return Outcome(rule, "missing", note=f"no verdict for {rule.name}")
-    worst = max(verdicts, key=lambda v: LEVELS.index(v.level))
+    broken = [v for v in verdicts if v.level == FAILED]
+    if broken:
+        return Outcome(rule, "fail", math.nan, FAILED, broken[0].family, broken[0].summary)
+    judged = [v for v in verdicts if v.judged]
+    if not judged:
+        note = "; ".join(f"{v.family}: {v.summary}" for v in verdicts)
+        return Outcome(rule, "skipped", math.nan, NO_DATA, verdicts[0].family if len(verdicts) == 1 else "",
+                       note)
+    worst = max(judged, key=lambda v: LEVELS.index(v.level))
     level = LEVELS.index(worst.level)
     passed = COMPARE[rule.op](level, int(rule.threshold))
-    return Outcome(rule, "pass" if passed else "fail", float(level), worst.level, worst.family,
-                   "" if passed else worst.summary)
+    unjudged = [v.family for v in verdicts if not v.judged]
+    note = "" if passed else worst.summary
+    if unjudged and rule.name == "*":
+        note = "; ".join(p for p in (note, f"no data in {', '.join(unjudged)}") if p)
+    return Outcome(rule, "pass" if passed else "fail", float(level), worst.level, worst.family, note)
+
+
+def _short_history(rule: Rule, analysis: Analysis) -> str:
+    """Why a metric has no finite value in a run too short for it ("" when it is long enough)."""
+    unit, needed = HISTORY.get(f"{rule.family}.{rule.name}", ("steps", 0))
+    if unit != "steps" or analysis.recorded_steps >= needed:
+        return ""
+    return (f"{rule.family}.{rule.name} needs {needed} recorded steps of history; "
+            f"the run has {analysis.recorded_steps}")
+
+
+def evaluate(rule: Rule, analysis: Analysis) -> Outcome:
+    """One rule against the analysis: the run's and the family's state first (see the
+    module docstring), then the verdict or the metric values."""
+    if analysis.gap:
+        return Outcome(rule, "fail", shown=NO_DATA, note=f"no data: {analysis.gap}")
+    if rule.is_verdict:
+        return evaluate_verdict(rule, analysis)
+    verdict = analysis.verdict(rule.family)
+    if verdict is not None and verdict.level == FAILED:
+        return Outcome(rule, "fail", shown=FAILED, note=f"{rule.family} {verdict.summary}")
+    outcome = evaluate_metric(rule, analysis.metrics)
+    if outcome.status == "missing" and verdict is not None and verdict.level == NO_DATA:
+        outcome = replace(outcome, note=f"{outcome.note} ({rule.family} {verdict.summary})")
+    short = _short_history(rule, analysis)
+    if short and outcome.status != "missing" and _all_nan(rule, analysis.metrics):
+        return Outcome(rule, "skipped", shown="-", note=short)
+    return outcome
+
+
+def _all_nan(rule: Rule, metrics: pd.DataFrame) -> bool:
+    return bool(selected(rule, metrics)["value"].isna().all())
 
 
 def run_checks(rules: Sequence[Rule], analysis: Analysis, allow_missing: bool = False) -> list[Outcome]:
     outcomes = []
     for rule in rules:
-        if rule.is_verdict:
-            outcome = evaluate_verdict(rule, analysis)
-        else:
-            outcome = evaluate_metric(rule, analysis.metrics)
+        outcome = evaluate(rule, analysis)
         if outcome.status == "missing" and (allow_missing or rule.optional):
             outcome = Outcome(rule, "skipped", note=outcome.note)
         outcomes.append(outcome)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.types import FAMILIES, LEVELS
+from gradscope.analysis.types import FAMILIES, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
 from gradscope.report import html, plots
 from gradscope.report.sections import fmt, ordered, verdict_text
@@ -54,14 +54,19 @@ def compare_metrics(a: Analysis, b: Analysis) -> pd.DataFrame:
 
 
 def verdict_changes(a: Analysis, b: Analysis) -> list[tuple[str, str, str, str]]:
-    """(family, level A, level B, change) with change better | worse | same."""
+    """(family, level A, level B, change) with change better | worse | same, or "not
+    comparable" when a side has no data or its analysis failed."""
     levels_a = {v.family: v.level for v in a.verdicts}
     levels_b = {v.family: v.level for v in b.verdicts}
     rows = []
     for family in FAMILIES:
-        la, lb = levels_a.get(family, "ok"), levels_b.get(family, "ok")
-        step = LEVELS.index(lb) - LEVELS.index(la)
-        rows.append((family, la, lb, "worse" if step > 0 else "better" if step < 0 else "same"))
+        la, lb = levels_a.get(family, NO_DATA), levels_b.get(family, NO_DATA)
+        if la in LEVELS and lb in LEVELS:
+            step = LEVELS.index(lb) - LEVELS.index(la)
+            change = "worse" if step > 0 else "better" if step < 0 else "same"
+        else:  # no data or failed on a side: the two cannot be ranked
+            change = "same" if la == lb else "not comparable"
+        rows.append((family, la, lb, change))
     return rows
 
 
@@ -69,7 +74,7 @@ def comparison_renderables(name_a: str, name_b: str, a: Analysis, b: Analysis) -
     changes = Table(title="verdicts", title_justify="left", header_style="bold", show_edge=False)
     for column in ("family", f"A {name_a}", f"B {name_b}", "change"):
         changes.add_column(column, overflow="fold")
-    style = {"worse": "bold red", "better": "green", "same": "dim"}
+    style = {"worse": "bold red", "better": "green", "same": "dim", "not comparable": "magenta"}
     for family, la, lb, change in verdict_changes(a, b):
         changes.add_row(family, verdict_text(la), verdict_text(lb), Text(change, style=style[change]))
     table = Table(title="metrics at model scope (Δ = B - A)", title_justify="left", header_style="bold",

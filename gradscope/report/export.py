@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gradscope.analysis.engine import Analysis
 from gradscope.analysis.types import FAMILIES, METRIC_COLUMNS
 from gradscope.errors import GradscopeError
 
@@ -34,6 +35,12 @@ def select_family(metrics: pd.DataFrame, family: str | None) -> pd.DataFrame:
     if family not in FAMILIES:
         raise GradscopeError(f"unknown metric family {family!r}; choose one of {', '.join(FAMILIES)}")
     return metrics[metrics["family"] == family]
+
+
+def state_lines(analysis: Analysis, family: str | None = None) -> list[str]:
+    """One line per family (all, or ``family``) that has no data or whose analysis failed."""
+    return [f"{v.family}: {v.summary}" for v in analysis.verdicts
+            if not v.judged and family in (None, v.family)]
 
 
 def encode(metrics: pd.DataFrame, fmt: MetricsFormat) -> bytes:

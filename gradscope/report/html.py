@@ -16,14 +16,16 @@ from pathlib import Path
 import pandas as pd
 
 from gradscope.analysis.engine import Analysis
+from gradscope.analysis.thresholds import M_COHERENCE_MIN, SEVERE_CONFLICT, STRONG_CONFLICT, UPDATE_RATIO
 from gradscope.analysis.types import Verdict
 from gradscope.errors import GradscopeError
 from gradscope.report import plots
+from gradscope.report.coverage import layer_coverage
 from gradscope.report.sections import fmt
 from gradscope.store.reader import Run
 
 CSS = """
-:root{--ok:#16a34a;--warn:#d97706;--alert:#dc2626;--ink:#0f172a;--mute:#64748b;--line:#e2e8f0}
+:root{--ok:#16a34a;--warn:#d97706;--alert:#dc2626;--nodata:#a21caf;--ink:#0f172a;--mute:#64748b;--line:#e2e8f0}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
 background:#f1f5f9}
@@ -36,18 +38,22 @@ margin:10px 0 18px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:12px}
 .card{background:#fff;color:var(--ink);border-radius:10px;padding:12px 14px;border-top:5px solid var(--ok);
 box-shadow:0 1px 3px rgba(0,0,0,.25)}
-.card.warn{border-top-color:var(--warn)}.card.alert{border-top-color:var(--alert)}
+.card.warn{border-top-color:var(--warn)}.card.alert,.card.failed{border-top-color:var(--alert)}
+.card.nodata{border-top-color:var(--nodata)}
+.gap{background:#fdf4ff;color:#701a75;border-radius:8px;padding:8px 12px;margin:0 0 14px;font-weight:600}
 .card h3{margin:0;font-size:13px;text-transform:uppercase;letter-spacing:.6px;color:var(--mute)}
 .badge{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;font-weight:650;color:#fff;
 background:var(--ok);margin:6px 0}
-.badge.warn{background:var(--warn)}.badge.alert{background:var(--alert)}
+.badge.warn{background:var(--warn)}.badge.alert,.badge.failed{background:var(--alert)}
+.badge.nodata{background:var(--nodata)}
 .card p{margin:2px 0;font-size:13px}.card .num{font-family:ui-monospace,Menlo,monospace;color:var(--mute);
 font-size:12px}
 main{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:18px;padding:22px 32px 40px}
 section{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 2px rgba(15,23,42,.08);
 border-left:4px solid transparent}
 section.wide{grid-column:1/-1}
-section.warn{border-left-color:var(--warn)}section.alert{border-left-color:var(--alert)}
+section.warn{border-left-color:var(--warn)}section.alert,section.failed{border-left-color:var(--alert)}
+section.nodata{border-left-color:var(--nodata)}
 section h2{margin:0 0 6px;font-size:16px}section h2 .badge{margin:0 0 0 8px;vertical-align:2px}
 .lede{margin:0 0 8px;color:#334155}
 ul.details{margin:4px 0 8px;padding-left:18px;color:var(--mute);font-size:12.5px}
@@ -76,6 +82,11 @@ def page(title: str, header: str, body: Iterable[str], footer: str = "") -> str:
     )
 
 
+def level_class(level: str) -> str:
+    """The CSS class of a verdict state ("no data" -> "nodata")."""
+    return level.replace(" ", "")
+
+
 def img(uri: str | None, alt: str, missing: str) -> str:
     if uri is None:
         return f'<p class="empty">{esc(missing)}</p>'
@@ -85,14 +96,17 @@ def img(uri: str | None, alt: str, missing: str) -> str:
 def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wide: bool = False) -> str:
     """A panel with a title, the family's verdict (badge, summary, details) and content."""
     level = verdict.level if verdict else ""
-    classes = " ".join(c for c in (level if level != "ok" else "", "wide" if wide else "") if c)
+    classes = " ".join(c for c in (level_class(level) if level != "ok" else "", "wide" if wide else "") if c)
     head = f"<h2>{esc(title)}"
     lede = ""
     if verdict is not None:
-        head += f'<span class="badge {esc(level)}">{esc(level)}</span>'
+        head += f'<span class="badge {esc(level_class(level))}">{esc(level)}</span>'
         lede = f'<p class="lede">{esc(verdict.summary)}</p>'
         if verdict.details:
-            lede += '<ul class="details">' + "".join(f"<li>{esc(d)}</li>" for d in verdict.details[:6])
+            shown = list(verdict.details[:6])
+            if len(verdict.details) > 6:
+                shown.append(f"... and {len(verdict.details) - 6} more findings")
+            lede += '<ul class="details">' + "".join(f"<li>{esc(d)}</li>" for d in shown)
             lede += "</ul>"
     anchor = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return f'<section class="{classes}" id="{anchor}">{head}</h2>{lede}{"".join(parts)}</section>'
@@ -103,8 +117,8 @@ def verdict_cards(verdicts: Sequence[Verdict]) -> str:
     for v in verdicts:
         number = f"{esc(v.metric)} {fmt(v.value)} vs {fmt(v.threshold)}" if v.metric else ""
         cards.append(
-            f'<div class="card {esc(v.level)}"><h3>{esc(v.family)}</h3>'
-            f'<span class="badge {esc(v.level)}">{esc(v.level)}</span><p>{esc(v.summary)}</p>'
+            f'<div class="card {esc(level_class(v.level))}"><h3>{esc(v.family)}</h3>'
+            f'<span class="badge {esc(level_class(v.level))}">{esc(v.level)}</span><p>{esc(v.summary)}</p>'
             f'<p class="num">{number}</p><p class="num">{esc(v.source)}</p></div>'
         )
     return f'<div class="cards">{"".join(cards)}</div>'
@@ -146,7 +160,7 @@ def training_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdi
             "no per-layer statistics recorded",
         )]),
         section("Layers: update / weight ratio", [img(
-            plots.heatmap(ratios, "per-layer |ΔW| / |W| (≈1e-3 is healthy)", order),
+            plots.heatmap(ratios, f"per-layer |ΔW| / |W| (verdict band {UPDATE_RATIO.text()})", order),
             "per-layer update to weight ratio heatmap", "no weight updates recorded",
         )]),
     ]
@@ -157,7 +171,8 @@ def gradient_sections(analysis: Analysis, verdicts: dict[str, Verdict]) -> list[
     metrics = analysis.metrics
     coherence = plots.line_plot(
         {n: plots.series(metrics, "coherence", n) for n in ("m_coherence", "stiffness_cos")},
-        "m-coherence (1 = orthogonal per-sample gradients)", guides=[(1.0, plots.WARN, "m-coherence = 1")],
+        "m-coherence (1 = orthogonal per-sample gradients)",
+        guides=[(M_COHERENCE_MIN, plots.WARN, f"verdict warns below {M_COHERENCE_MIN:g}")],
     )
     noise = plots.line_plot(
         {"B_simple": plots.series(metrics, "noise", "b_simple"),
@@ -186,21 +201,21 @@ def conflict_section(metrics: pd.DataFrame, verdict: Verdict | None) -> str:
     curves = plots.line_plot(lines, "pairwise gradient cosine over steps", decorate=plots.conflict_zones)
     parts = [img(plots.conflict_heatmap(metrics), "task by task gradient cosine", "no named tasks recorded"),
              img(curves, "pairwise cosine over steps", "no task or group gradients recorded")]
-    note = ('<p class="empty">Shaded: conflict (cos &lt; 0, PCGrad), strong (&lt; -0.5) and severe '
-            "(&lt; -0.8) zones of GCond.</p>")
+    note = (f'<p class="empty">Shaded: conflict (cos &lt; 0, PCGrad), strong (&lt; {STRONG_CONFLICT:g}) '
+            f"and severe (&lt; {SEVERE_CONFLICT:g}) zones of GCond.</p>")
     return section("Conflict", ['<div class="figs">', *parts, "</div>", note], verdict, wide=True)
 
 
 def coverage_section(run: Run) -> str:
-    layers = [e for e in run.meta.get("layers") or [] if isinstance(e, dict)]
+    """Per layer: whether per-sample rows were recorded, and at how many steps (meta.json)."""
     rows = "".join(
-        f"<tr><td>{esc(e.get('name') or '(root)')}</td><td>{esc(e.get('type', ''))}</td>"
-        f'<td class="n">{esc(e.get("numel", ""))}</td><td>{esc(e.get("method", ""))}</td>'
-        f"<td>{'yes' if e.get('covered') else esc('no: ' + str(e.get('reason') or 'no kernel'))}</td></tr>"
-        for e in layers
+        f"<tr><td>{esc(c.name)}</td><td>{esc(c.type)}</td>"
+        f'<td class="n">{esc(c.numel)}</td><td>{esc(c.method)}</td>'
+        f"<td>{esc(('yes' if c.covered else 'no') + (': ' + c.note if c.note else ''))}</td></tr>"
+        for c in layer_coverage(run.meta)
     )
     table = (
-        "<table><tr><th>layer</th><th>type</th><th>params</th><th>method</th><th>per-sample</th></tr>"
+        "<table><tr><th>layer</th><th>type</th><th>params</th><th>method</th><th>per-sample rows</th></tr>"
         f"{rows}</table>" if rows else '<p class="empty">no layer table in meta.json</p>'
     )
     return section("Coverage", [table])
@@ -228,7 +243,10 @@ def render_html(run: Run, analysis: Analysis) -> str:
         coverage_section(run),
         warnings_section(run),
     ]
-    header = run_header(run, steps) + verdict_cards(analysis.verdicts)
+    gap = ""
+    if analysis.gap:
+        gap = f'<p class="gap">NO DATA: {esc(analysis.gap)}. Every verdict is "no data".</p>'
+    header = run_header(run, steps) + gap + verdict_cards(analysis.verdicts)
     footer = f"gradscope {esc(run.meta.get('gradscope_version', ''))} · {esc(run.path)}"
     return page(f"gradscope: {run.name}", header, body, footer)
 

@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from gradscope.report.coverage import coverage_by_method, layer_coverage
 from gradscope.report.sparkline import sparkline
 from gradscope.store.reader import Run
 
@@ -123,29 +124,35 @@ def learning_rates(steps: pd.DataFrame, width: int = 40) -> RenderableType:
 
 
 def coverage(run: Run) -> RenderableType:
-    layers = run.meta.get("layers", [])
+    """Per-sample coverage per method, then every layer without rows or with gaps."""
+    layers = layer_coverage(run.meta)
     if not layers:
         return Text("coverage: no layer table in meta.json", style="dim")
-    by_method: dict[str, int] = {}
-    missing = []
-    for entry in layers:
-        if entry.get("covered"):
-            by_method[entry["method"]] = by_method.get(entry["method"], 0) + int(entry["numel"])
-        else:
-            missing.append(entry)
-    total = sum(int(e["numel"]) for e in layers) or 1
-    text = Text("per-sample coverage: ")
-    text.append(", ".join(f"{m} {n / total:.1%}" for m, n in sorted(by_method.items())) or "none")
-    for entry in missing:
-        text.append(f"\n  not covered: {entry['name']} ({entry['type']}, {entry['numel']} params): "
-                    f"{entry.get('reason') or 'no kernel'}", style="yellow")
+    shares = coverage_by_method(layers)
+    text = Text("per-sample coverage (share of parameters with recorded rows): ")
+    text.append(", ".join(f"{method} {share:.1%}" for method, share in shares.items()))
+    for layer in layers:
+        if not layer.covered:
+            text.append(f"\n  not covered: {layer.name} ({layer.type}, {layer.numel} params): {layer.note}",
+                        style="yellow")
+        elif "missing:" in layer.note:
+            text.append(f"\n  partly covered: {layer.name}: {layer.note}", style="yellow")
     return text
 
 
-def warnings(run: Run) -> RenderableType:
+def gap_banner(gap: str) -> RenderableType:
+    """The first line of a report on a run with nothing to analyse."""
+    return Text(f"NO DATA: {gap}. Every verdict below is 'no data'.", style="bold magenta")
+
+
+def warnings(run: Run, gap: str = "") -> RenderableType:
+    """The recorder's warnings (events.jsonl) and unreadable parts of the run directory.
+    With none logged on a run that has no data (``gap``), it does not claim all is well."""
     events = [e for e in run.events() if e.get("level") == "warning"]
     notes = list(run.problems)
     if not events and not notes:
+        if gap:
+            return Text(f"recorder warnings: none logged, yet the run has no data ({gap})", style="magenta")
         return Text("recorder warnings: none", style="green")
     lines = [Text(f"step {e.get('step', '?')}: {e.get('message')}", style="yellow") for e in events]
     lines += [Text(f"run directory: {note}", style="yellow") for note in notes]

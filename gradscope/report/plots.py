@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from gradscope.analysis.thresholds import CONFLICT_COS, SEVERE_CONFLICT, STRONG_CONFLICT
+
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -194,10 +196,10 @@ def conflict_heatmap(metrics: pd.DataFrame) -> str | None:
 
 def conflict_zones(ax: Axes) -> None:
     """GCond's zones: cos < 0 conflict, < -0.5 strong, < -0.8 severe (shaded)."""
-    ax.axhspan(-0.5, 0.0, color=WARN, alpha=0.08, lw=0)
-    ax.axhspan(-0.8, -0.5, color=ALERT, alpha=0.08, lw=0)
-    ax.axhspan(-1.0, -0.8, color=ALERT, alpha=0.16, lw=0)
-    ax.axhline(0.0, color="#64748b", lw=0.8)
+    ax.axhspan(STRONG_CONFLICT, CONFLICT_COS, color=WARN, alpha=0.08, lw=0)
+    ax.axhspan(SEVERE_CONFLICT, STRONG_CONFLICT, color=ALERT, alpha=0.08, lw=0)
+    ax.axhspan(-1.0, SEVERE_CONFLICT, color=ALERT, alpha=0.16, lw=0)
+    ax.axhline(CONFLICT_COS, color="#64748b", lw=0.8)
     ax.set_ylim(-1.05, 1.05)
 
 

@@ -21,8 +21,10 @@ from rich.text import Text
 from gradscope.analysis.types import FAMILIES, Verdict
 from gradscope.report.sparkline import sparkline
 
-LEVEL_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red"}
-LEVEL_MARK = {"ok": "✓ ok", "warn": "▲ warn", "alert": "✖ alert"}
+LEVEL_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red", "no data": "magenta",
+               "failed": "bold red"}
+LEVEL_MARK = {"ok": "✓ ok", "warn": "▲ warn", "alert": "✖ alert", "no data": "∅ no data",
+              "failed": "✖ failed"}
 
 # Model-scope curves per family, in the order a reader wants them (others follow).
 CURVES: dict[str, tuple[str, ...]] = {
@@ -32,7 +34,8 @@ CURVES: dict[str, tuple[str, ...]] = {
     "noise": ("b_simple", "batch_size", "norm_test", "inner_product_test", "orthogonality_test"),
     "stability": ("loss", "loss_spike_z", "grad_norm", "grad_norm_spike_z", "init_distance", "nonfinite"),
 }
-HIDDEN = {"b_simple_raw", "alpha_unbiased", "stiffness_sign", "grad_norm_max_ratio", "loss_flip_rate"}
+HIDDEN = {"b_simple_raw", "alpha_unbiased", "stiffness_sign", "grad_norm_max_ratio", "loss_flip_rate",
+          "masked_nonfinite", "nonfinite_samples"}
 MAX_CURVES = 6
 MAX_ROWS = 8
 
@@ -185,7 +188,9 @@ def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None) 
     if verdict is not None:
         parts.append(Text.assemble(verdict_text(verdict.level), "  ", evidence(verdict)))
         parts += [Text(f"  · {line}", style="dim") for line in verdict.details[:6]]
-    if rows.empty:
+        if len(verdict.details) > 6:
+            parts.append(Text(f"  · ... and {len(verdict.details) - 6} more findings", style="dim"))
+    if rows.empty and (verdict is None or verdict.judged):
         parts.append(Text("no metrics: the run did not record what this family needs", style="dim"))
     for part in (curves(family, rows), run_values(rows)):
         if part is not None:

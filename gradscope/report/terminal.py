@@ -19,7 +19,9 @@ def report_renderables(run: Run, analysis: Analysis) -> list[RenderableType]:
     """Every section of the report, in reading order."""
     steps = run.table("steps")
     layers = run.table("layers")
+    banner = [overview.gap_banner(analysis.gap)] if analysis.gap else []
     return [
+        *banner,
         overview.run_info(run, steps),
         sections.verdict_overview(analysis.verdicts),
         *sections.family_sections(analysis.metrics, analysis.verdicts),
@@ -27,7 +29,7 @@ def report_renderables(run: Run, analysis: Analysis) -> list[RenderableType]:
         overview.learning_rates(steps),
         overview.layer_table(layers),
         overview.coverage(run),
-        overview.warnings(run),
+        overview.warnings(run, analysis.gap),
     ]
 
 

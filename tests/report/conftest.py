@@ -47,15 +47,22 @@ def make_run(
     spike_at: int | None = 18,
     seed: int = 0,
     with_samples: bool = True,
+    inf_at: int | None = None,
+    meta_extra: dict | None = None,
 ) -> Path:
     """A finished run with per-sample gradients drawn as signal + noise in P = 6 dimensions,
-    two tasks whose gradients meet at cosine ``task_cos``, and a loss spike."""
+    two tasks whose gradients meet at cosine ``task_cos``, and a loss spike.
+
+    ``inf_at``: at that step sample 0's gradient overflows to inf in backward, and the
+    script zeroes the gradient before the optimizer step (as GradScaler or a
+    ``torch.nan_to_num`` guard does): the weights and LAYERS' norms stay finite, the
+    per-sample rows and sum_norm2 recorded in backward hold inf."""
     rng = np.random.default_rng(seed)
     size = 6
     path.mkdir(parents=True)
     meta = new_meta(["python", "train.py", "--name", HOSTILE_LAYER], {"profile": "standard", "every": 1})
     meta.update(status="finished", ended=meta["started"], layers=_layer_meta(layers, size),
-                torch_version="test", steps=steps, steps_per_epoch=8)
+                torch_version="test", steps=steps, steps_per_epoch=8, **(meta_extra or {}))
     write_json_atomic(path / META_FILE, meta)
     (path / EVENTS_FILE).write_text(
         json.dumps({"level": "warning", "step": 3, "message": f"hook failed on {HOSTILE_LAYER}"}) + "\n"
@@ -75,21 +82,26 @@ def make_run(
             grads = signal + rng.normal(scale=0.5, size=(batch, size))  # (B, P)
             total = grads.sum(axis=0)
             update = -0.01 * total / batch
+            if step == inf_at:
+                grads[0, 0] = np.inf
+                update = np.zeros(size)  # the script zeroed the gradient before opt.step()
             before = weights[layer].copy()
             weights[layer] = before + update
-            mean_grad = total / batch
+            mean_grad = np.zeros(size) if step == inf_at else total / batch  # as opt.step() saw it
             total_norm2 += float(mean_grad @ mean_grad)
             _append(layer_rows, step=step, rank=0, layer=layer, param=f"{layer}.weight",
                     grad_norm=float(np.linalg.norm(mean_grad)), weight_norm=float(np.linalg.norm(before)),
                     update_norm=float(np.linalg.norm(update)),
                     init_distance=float(np.linalg.norm(before - initial[layer])), nonfinite=False,
-                    sum_norm2=float(total @ total))
+                    sum_norm2=np.inf if step == inf_at else float(total @ total))
             for i, g in enumerate(grads):
                 _append(sample_rows, step=step, rank=0, micro=0, sample=i, layer=layer,
                         norm2=float(g @ g), weight_dot=float(g @ before), loss=loss + 0.1 * i,
                         group=i % 2, sketch=[float(x) for x in g[:4]])
+            with np.errstate(invalid="ignore"):  # inf * 0 in the overflowed row
+                gram = (grads @ grads.T).ravel().tolist()
             _append(gram_rows, step=step, rank=0, micro=0, layer=layer, size=batch, exact=True,
-                    values=(grads @ grads.T).ravel().tolist())
+                    values=gram)
             if tasks:
                 _append(task_rows, step=step, rank=0, layer=layer, tasks=list(tasks),
                         values=_task_gram(len(tasks), task_cos + 0.1 * rng.normal()))
@@ -104,6 +116,22 @@ def make_run(
         _write(path, "gram", gram_rows)
     if tasks:
         _write(path, "tasks", task_rows)
+    return path
+
+
+def make_empty_run(path: Path, *, status: str = "finished", exit_code: int | None = 0,
+                   recording: dict | None = None, tables: tuple[str, ...] = ()) -> Path:
+    """A run directory as a script leaves it when no step was recorded: meta.json, and the
+    (empty) ``tables`` named, written with the store's schemas."""
+    path.mkdir(parents=True)
+    meta = new_meta(["python", "train.py"], {"profile": "standard", "every": 1})
+    meta.update(status=status, exit_code=exit_code, ended=meta["started"], torch_version="test",
+                layers=_layer_meta(("fc1",), 6))
+    if recording is not None:
+        meta["recording"] = recording
+    write_json_atomic(path / META_FILE, meta)
+    for table in tables:
+        _write(path, table, {n: [] for n in TABLES[table].names})
     return path
 
 
