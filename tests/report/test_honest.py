@@ -101,7 +101,7 @@ def test_four_step_run_passes_default_config_with_skipped_history_rules(tmp_path
         " ".join(table.stdout.split()).replace("< 12 stability", "< 12  stability"))
     assert levels(run)["alignment"] == "no data"  # one epoch: the epoch score cannot fall
     report = cli("report", str(run), "--no-color")
-    assert report.stderr == "" and "failed" not in report.stdout
+    assert report.stderr == "" and "✖ failed" not in report.stdout
 
 
 def test_spike_rule_on_a_long_enough_run_with_nan_still_fails(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_zeroed_inf_gradient_is_flagged_and_never_stored(tmp_path: Path) -> None
     report = cli("report", str(run), "--no-color", "--html", str(tmp_path / "r.html"))
     assert report.returncode == 0 and "RuntimeWarning" not in report.stderr, report.stderr
     assert "non-finite loss/gradients at step 12" in report.stdout
-    assert "failed" not in report.stdout  # a RuntimeWarning (an error here) would fail a family
+    assert "✖ failed" not in report.stdout  # a RuntimeWarning (an error here) would fail a family
     assert check(run).returncode == 1
 
 
