@@ -57,8 +57,24 @@ def test_run_without_per_sample_tables(minimal_run: Path) -> None:
     assert set(tables) == {"steps", "layers"} and samples is None
     analysis = analyze_run(run)
     assert [v.family for v in analysis.verdicts] == list(FAMILIES)
+    levels = {v.family: v.level for v in analysis.verdicts}
+    assert levels == {"conflict": "no data", "coherence": "no data", "alignment": "no data",
+                      "noise": "no data", "stability": "ok"}
     text = _render(minimal_run)
-    assert "no metrics: the run did not record" in text
+    assert "∅ no data  no data: per-sample gradient norms (S1/S2) not recorded" in text
+    assert "✓ ok  no data" not in text
+
+
+def test_minimal_profile_is_named_as_the_reason(tmp_path: Path) -> None:
+    from tests.report.conftest import make_run
+
+    run = make_run(tmp_path / "run", tasks=(), with_samples=False,
+                   meta_extra={"config": {"profile": "minimal", "every": 1}})
+    verdicts = {v.family: v for v in analyze_run(open_run(run)).verdicts}
+    assert verdicts["noise"].reason == "profile"
+    assert verdicts["noise"].summary == ("no data: profile minimal records no per-sample statistics "
+                                         "(record with --profile standard)")
+    assert verdicts["conflict"].reason == "not recorded"
 
 
 def test_recorded_run_report(recorded_run: Path) -> None:
