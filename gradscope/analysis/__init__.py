@@ -15,12 +15,13 @@ from gradscope.store.reader import open_run
 __all__ = ["Analysis", "analyze"]
 
 
-def analyze(run_dir: str | Path, *, progress: bool = False) -> Analysis:
+def analyze(run_dir: str | Path, *, progress: bool = False, raise_errors: bool | None = None) -> Analysis:
     """The metrics table and one verdict per family for the run in ``run_dir``.
 
     Tables are streamed shard by shard and the per-sample table is reduced as it is read,
     so memory follows steps x layers, not samples. ``progress`` draws a bar on stderr when
     it is a terminal. Raises ``gradscope.errors.GradscopeError`` (one line) for a path that
-    is not a readable run.
+    is not a readable run. A family whose analysis raises gets a "failed" verdict, unless
+    ``raise_errors`` (default: environment GRADSCOPE_RAISE=1), when the error propagates.
     """
-    return analyze_run(open_run(run_dir), progress=progress)
+    return analyze_run(open_run(run_dir), progress=progress, raise_errors=raise_errors)

@@ -65,11 +65,11 @@ def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFram
     return tables, summary
 
 
-def analyze_run(run: Run, progress: bool = False) -> Analysis:
+def analyze_run(run: Run, progress: bool = False, raise_errors: bool | None = None) -> Analysis:
     """Read what the run recorded and compute every metric family with its verdict.
 
     ``progress`` draws a bar on stderr while tables are read, only when stderr is a
-    terminal (pipes and CI logs stay clean).
+    terminal (pipes and CI logs stay clean). ``raise_errors``: see ``analyze_tables``.
     """
     tables, summary = read_tables(run, progress)
-    return analyze_tables(tables, run=run.name, meta=run.meta, samples=summary)
+    return analyze_tables(tables, run=run.name, meta=run.meta, samples=summary, raise_errors=raise_errors)

@@ -10,6 +10,7 @@ script (``python -m tests.clinic.test_clinic``) to print that table afresh.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,21 +33,28 @@ class Case:
     name: str  # the script tests/clinic/cases/<name>.py; --healthy gives the twin
     family: str  # the verdict family that must fire on the pathology
     planted: str  # one line for the table
+    evidence: str  # a regular expression the verdict's metric, summary or details must match
     options: tuple[str, ...] = ()  # extra `gradscope record` options
 
 
 CASES = (
-    Case("label_noise", "coherence", "90% of labels replaced by random classes"),
+    Case("label_noise", "coherence", "90% of labels replaced by random classes",
+         r"coherence\.m_coherence .*near-orthogonal"),
     Case(
         "conflicting_tasks",
         "conflict",
         "two sources with opposite targets (y_b = -y_a) through one model",
+        r"conflict\.cos .*conflict between",
         ("--profile", "full"),
     ),
-    Case("lr_edge", "stability", "SGD at lr = 2.5 / lambda_max (edge: 2 / lambda_max)"),
-    Case("vanishing", "stability", "12-layer sigmoid MLP, default init"),
-    Case("dead_layer", "stability", "ReLU layer with bias -20: zero output, zero gradient"),
-    Case("batch_noise", "noise", "full batch 2048 on a problem with B_simple ~ 30"),
+    Case("lr_edge", "stability", "SGD at lr = 2.5 / lambda_max (edge: 2 / lambda_max)",
+         r"stability\.(loss_spike_z|grad_norm_spike_z|update_ratio|nonfinite) "),
+    Case("vanishing", "stability", "12-layer sigmoid MLP, default init",
+         r"stability\.grad_norm_rel .*vanishing gradients"),
+    Case("dead_layer", "stability", "ReLU layer with bias -20: zero output, zero gradient",
+         r"stability\.dead .*dead layer"),
+    Case("batch_noise", "noise", "full batch 2048 on a problem with B_simple ~ 30",
+         r"noise\.b_simple .*compute wasted"),
 )
 VARIANTS = ("pathology", "healthy")
 
@@ -69,7 +77,8 @@ def _record(case: Case, variant: str, root: Path) -> tuple[Path, str]:
 
 
 def _analyze(run_dir: Path) -> Analysis:
-    return analyze_run(open_run(run_dir))
+    # an analysis that raises fails the test: a crash never counts as a detection
+    return analyze_run(open_run(run_dir), raise_errors=True)
 
 
 def record_all(root: Path) -> dict[tuple[str, str], tuple[Path, str]]:
@@ -98,20 +107,27 @@ def _show(verdicts: dict[str, Verdict]) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_pathology_fires_in_its_family(clinic: dict, case: Case) -> None:
+    """A warn or alert whose evidence names the planted cause: a crash ("failed") or an
+    unrelated finding never counts as a detection."""
     verdicts = _verdicts(clinic, case, "pathology")
     verdict = verdicts[case.family]
     assert verdict.level in ("warn", "alert"), f"{case.name}: {case.family} missed it\n{_show(verdicts)}"
+    evidence = " ".join((verdict.metric, verdict.summary, *verdict.details))
+    assert re.search(case.evidence, evidence), f"{case.name}: wrong evidence\n{_show(verdicts)}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_healthy_twin_is_quiet(clinic: dict, case: Case) -> None:
+    """No warn, alert or failed analysis in any family ("no data" is honest: a twin without
+    named tasks has nothing for conflict to judge), and data in the case's own family."""
     verdicts = _verdicts(clinic, case, "healthy")
-    loud = [v for v in verdicts.values() if v.level != "ok"]
+    loud = [v for v in verdicts.values() if v.level not in ("ok", "no data")]
     assert not loud, f"{case.name} healthy twin: false alarm\n{_show(verdicts)}"
+    assert verdicts[case.family].level == "ok", f"{case.name} twin not judged\n{_show(verdicts)}"
 
 
 def _table_row(case: Case, pathology: Verdict, healthy: dict[str, Verdict]) -> str:
-    quiet = all(v.level == "ok" for v in healthy.values())
+    quiet = all(v.level in ("ok", "no data") for v in healthy.values())
     twin = healthy[case.family]
     return (
         f"| {case.name} | {case.planted} | {case.family} | {pathology.level} | {pathology.summary} "

@@ -50,8 +50,8 @@ def levels(run: Path) -> dict[str, str]:
         ({}, "no training step was recorded"),
         ({"tables": ("steps",)}, "no training step was recorded"),
         ({"status": "crashed", "exit_code": 1}, "the run crashed before its first step (exit code 1)"),
-        ({"recording": {"state": "never-started", "reason": "torch was never imported"}, "tables": ("steps",)},
-         "the recorder never started: torch was never imported"),
+        ({"recording": {"state": "never-started", "reason": "torch was never imported"},
+          "tables": ("steps",)}, "the recorder never started: torch was never imported"),
         ({"recording": {"state": "no-backward", "reason": ""}}, "the recorder saw no backward pass"),
     ],
     ids=["meta-only", "empty-steps", "crashed", "never-started", "no-backward"],
@@ -190,8 +190,10 @@ def test_coverage_reads_rows_steps_and_never_shows_an_empty_layer_as_covered(tmp
     meta["layers"][1].update(covered=True, rows_steps=0, reasons={"batch dimension not found": 6})
     meta["layers"][2].update(rows_steps=2, first_step=0, last_step=1, reasons={"hook disabled": 4})
     (run / "meta.json").write_text(json.dumps(meta))
-    report = " ".join(cli("report", str(run), "--no-color", "--html", str(tmp_path / "r.html")).stdout.split())
-    assert "not covered: fc2 (Linear, 6 params): no rows recorded: batch dimension not found (6 steps)" in report
+    done = cli("report", str(run), "--no-color", "--html", str(tmp_path / "r.html"))
+    report = " ".join(done.stdout.split())
+    assert "not covered: fc2 (Linear, 6 params): no rows recorded: batch dimension not found (6 steps)" in (
+        report)
     assert "partly covered: fc3: rows at 2 steps (0-1); missing: hook disabled (4 steps)" in report
     assert "ghost 66.7%, none 33.3%" in report
     page = (tmp_path / "r.html").read_text()
