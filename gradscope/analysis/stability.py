@@ -282,7 +282,7 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     update-size instrument). Thresholds: gradscope.analysis.thresholds. A run shorter than
     MIN_HISTORY + 1 steps has no spike scores: the summary says so.
     """
-    source = "robust z > 6; Pascanu 2013; Karpathy update ratio ~1e-3"
+    source = f"robust z > {SPIKE_Z:g}; Pascanu 2013; update ratio {UPDATE_RATIO.text()} (Karpathy)"
     if not len(rows):
         return no_data("stability", NOT_RECORDED, "no loss, gradient norm or per-layer statistics", source)
     scalar_steps, layer_steps = _recorded_steps(rows)

@@ -207,3 +207,11 @@ def test_dead_layer_at_every_step_says_all(tmp_path: Path) -> None:
     layers = pd.DataFrame({"step": range(240), "layer": "fc", "grad_norm": 0.0})
     verdict = stability.stability_verdict(stability.stability_metrics(None, layers))
     assert "dead layer fc at all 240 steps (0-239)" in verdict.summary
+
+
+def test_full_run_prints_nothing_on_stderr(synthetic_run: Path, tmp_path: Path) -> None:
+    """Every family has data: no state line, and no NumPy RuntimeWarning (an error here)."""
+    metrics = cli("metrics", str(synthetic_run))
+    assert metrics.returncode == 0 and metrics.stderr == "", metrics.stderr
+    report = cli("report", str(synthetic_run), "--quiet", "--html", str(tmp_path / "r.html"))
+    assert report.returncode == 0 and report.stderr == "", report.stderr
