@@ -14,8 +14,16 @@ import pandas as pd
 
 from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
 from gradscope.analysis.text import step_list
-from gradscope.analysis.thresholds import EXPLODE, MIN_HISTORY, SPIKE_Z, UPDATE_RATIO, VANISH, WINDOW
-from gradscope.analysis.types import NOT_RECORDED, Level, Verdict, no_data
+from gradscope.analysis.thresholds import (
+    EXPLODE,
+    MIN_HISTORY,
+    MIN_STEPS,
+    SPIKE_Z,
+    UPDATE_RATIO,
+    VANISH,
+    WINDOW,
+)
+from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_STEPS, Level, Verdict, no_data
 
 __all__ = ["EXPLODE", "MIN_HISTORY", "SPIKE_Z", "VANISH", "WINDOW", "robust_z", "stability_metrics",
            "stability_verdict"]
@@ -290,6 +298,9 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     if scalar_steps < MIN_HISTORY + 1:
         short = f" (spike scores need {MIN_HISTORY + 1} steps; {scalar_steps} recorded)"
     found = _findings(rows)
+    if not found and max(scalar_steps, layer_steps) < MIN_STEPS:
+        why = f"{max(scalar_steps, layer_steps)} step recorded; stability needs {MIN_STEPS} or more"
+        return no_data("stability", TOO_FEW_STEPS, why, source)
     if not found:
         summary = "no spikes, non-finite values or dead layers" + short
         return Verdict("stability", "ok", summary, source=source)

@@ -32,6 +32,7 @@ WINDOW = 20  # trailing steps for the rolling median / MAD and the loss flip rat
 # MAD of only 5 values gave a z > 6 "spike" in 10% of runs; 10 values on the log scale gave
 # 0.3-1.3% (simulation in docs/clinic.md). A score exists from step MIN_HISTORY + 1 on.
 MIN_HISTORY = 10
+MIN_STEPS = 2  # fewer recorded steps: spikes, dead / frozen layers and trends cannot be judged
 
 # --- stability: update / weight ratio |dW| / |W| -------------------------------------------
 # Karpathy's ~1e-3 (CS231n, "ratio of weights:updates"; Cockpit's update-size instrument).
@@ -68,8 +69,6 @@ HISTORY: dict[str, tuple[str, int]] = {
     "stability.grad_norm_max_ratio": ("steps", 2),
     "stability.loss_flip_rate": ("steps", 3),
     "stability.init_distance_log_slope": ("steps", 3),
-    "alignment.epoch_score": ("epochs", 1),
-    "alignment.early_stop_epoch": ("epochs", 1),
 }
 
 # The thresholds of configs/<profile>.toml, rule text without its number -> value.

@@ -116,3 +116,11 @@ def test_update_ratio_band_is_two_decades_around_1e_3(ratio: float, level: str) 
     layers["update_norm"] = ratio * layers["weight_norm"]
     verdict = stability.stability_verdict(stability.stability_metrics(steps, layers))
     assert verdict.level == level, verdict.details
+
+
+def test_one_step_is_too_few_but_a_non_finite_one_still_alerts() -> None:
+    steps = pd.DataFrame({"step": [0], "loss": [1.0], "grad_norm": [1.0]})
+    verdict = stability.stability_verdict(stability.stability_metrics(steps, None))
+    assert (verdict.level, verdict.reason) == ("no data", "too few steps")
+    steps.loc[0, "loss"] = np.inf
+    assert stability.stability_verdict(stability.stability_metrics(steps, None)).level == "alert"
