@@ -60,8 +60,11 @@ def test_run_without_steps_is_no_data_everywhere_and_fails_check(tmp_path: Path,
                                                                  reason: str) -> None:
     run = make_empty_run(tmp_path / "run", **options)
     assert set(levels(run).values()) == {"no data"}
-    report = cli("report", str(run), "--no-color")
+    report = cli("report", str(run), "--no-color", "--html", str(tmp_path / "r.html"))
     assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert '<p class="gap">NO DATA: ' in page and page.count('class="badge nodata">no data<') == 10
+    assert 'class="badge ok"' not in page
     first = report.stdout.splitlines()[0]
     assert first.startswith("NO DATA: ") and reason.split(":")[0] in " ".join(report.stdout.split())
     assert "✓ ok" not in report.stdout and "recorder warnings: none logged, yet the run has no data" in (
