@@ -25,9 +25,17 @@ class TestBackwardShapes(Conformance):
     )
 
 
+def _failed_rules(run_dir: Path) -> tuple[int, dict[str, str]]:
+    """Exit code and {rule: its fail line} of `gradscope check --config configs/default.toml`."""
+    proc = gradscope("check", str(run_dir), "--config", str(REPO / "configs" / "default.toml"))
+    lines = [line.removeprefix("fail: ") for line in proc.stdout.splitlines() if line.startswith("fail:")]
+    return proc.returncode, {line.split("  ")[0]: line for line in lines}
+
+
 @pytest.mark.slow
 def test_closure_after_a_micro_batch_is_healthy(spawner) -> None:
-    """Idiom 11: finite gradient norms, and `gradscope check` passes the healthy run."""
+    """Idiom 11: finite gradient norms, and `gradscope check` fails no rule on it that it
+    does not fail on the same loop without a closure (baseline_accumulate)."""
     run = spawner("closure_accumulate")
     steps, layers = run.table("steps"), run.table("layers")
     bad = [s for s, g in zip(steps.get("step", []), steps.get("grad_norm", [])) if not math.isfinite(g)]
@@ -35,10 +43,11 @@ def test_closure_after_a_micro_batch_is_healthy(spawner) -> None:
     if len(layers):
         nan = layers[~layers["grad_norm"].map(math.isfinite)]
         assert nan.empty, f"layers rows with non-finite grad_norm: {nan[['step', 'param']].values.tolist()}"
-    proc = gradscope("check", str(run.run_dir), "--config", str(REPO / "configs" / "default.toml"))
-    assert proc.returncode == 0, (
-        f"gradscope check exit {proc.returncode}:\n{proc.stdout[-1500:]}{proc.stderr[-500:]}"
-    )
+    code, failed = _failed_rules(run.run_dir)
+    control_code, control = _failed_rules(spawner("baseline_accumulate").run_dir)
+    extra = [line for rule, line in failed.items() if rule not in control]
+    assert not extra, f"gradscope check fails only with the closure: {extra}"
+    assert code == control_code, f"gradscope check exit {code}, {control_code} without the closure"
 
 
 @pytest.mark.slow
