@@ -53,6 +53,8 @@ IDIOMS = {
     "embedding_bag": Idiom("embedding_bag.py"),
     "eval_batchnorm": Idiom("eval_batchnorm.py"),
     "none_module": Idiom("none_module.py"),
+    "shared_module": Idiom("shared_module.py"),
+    "nonscalar_backward": Idiom("nonscalar_backward.py"),
 }
 
 
