@@ -142,7 +142,8 @@ def check_loss(run: Spawned, rtol: float = 1e-9) -> list[str]:
         if true is None or math.isnan(true):
             continue
         if not math.isclose(got, true, rel_tol=rtol, abs_tol=1e-12):
-            problems.append(f"step {s}: loss recorded {got!r}, true {true!r} (ratio {got / true:.6g})")
+            ratio = got / true if true else float("nan")
+            problems.append(f"step {s}: loss recorded {got!r}, true {true!r} (ratio {ratio:.6g})")
     return problems
 
 
