@@ -22,9 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_unflatten
 
 from gradscope.record.kernels.base import Contribution, Dense, KernelInputs, trainable
+
+PARAMETRIZED = (
+    "parametrized weight (e.g. spectral_norm, weight_norm): reading it re-runs the parametrization, "
+    "whose side effects (spectral_norm's power iteration) would change training"
+)
 
 # (module, argument position or keyword, leaf, batch_dim, B) -> the leaf's batch dim or None
 InputDim = Callable[[nn.Module, "int | str", Tensor, int, int], "int | None"]
@@ -47,8 +53,12 @@ def default_output_dim(module: nn.Module, rank: int, grad: Tensor, bd: int, b: i
 
 
 def replay_problem(module: nn.Module) -> str | None:
-    """Why the module's forward cannot be replayed exactly (random ops), or None."""
+    """Why the module's forward cannot be replayed exactly (random ops, side effects), or None."""
     for sub in module.modules():
+        if parametrize.is_parametrized(sub) or isinstance(sub, parametrize.ParametrizationList):
+            return PARAMETRIZED
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.training and sub.track_running_stats:
+            return "a BatchNorm inside the module would update its running stats on a replay"
         if not sub.training:
             continue
         if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:

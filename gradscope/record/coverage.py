@@ -1,0 +1,114 @@
+"""Coverage from evidence: which layers actually got per-sample rows, and why others did not.
+
+The engine feeds a ``CoverageLedger`` on every recorded backward: per layer, either "rows
+recorded at step s" or "no rows at step s, because ...". Reasons come from every source:
+the static judgement at the time of the step (BatchNorm in train mode, a parametrized
+weight, a module inside torch.compile), run-time skips (batch size, a parameter shared with
+an unrecorded module, a module returning no tensor that requires grad), kernel failures,
+and whole-step drops (double backward, several backward passes through one graph, modules
+disagreeing on the batch size). A step counts once per layer and reason, whatever the
+number of micro-batches. ``layer_table`` merges this evidence into meta.json's layer table:
+``covered`` is true only when rows were recorded (docs/run-format.md, meta.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerEvidence:
+    """What one layer got over the run."""
+
+    rows_steps: int = 0
+    first_step: int | None = None
+    last_step: int | None = None
+    previous_last: int | None = None  # last_step before the latest step (to retract it)
+    reasons: dict[str, int] = field(default_factory=dict)
+    reason_steps: dict[str, int] = field(default_factory=dict)  # reason -> last step counted
+
+
+class CoverageLedger:
+    """Per-layer evidence of per-sample rows; ``dirty`` when the table's verdicts change."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, LayerEvidence] = {}
+        self.dirty = False
+
+    def rows(self, step: int, layer: str) -> None:
+        """Layer ``layer`` got per-sample rows at ``step``."""
+        evidence = self._evidence(layer)
+        if evidence.last_step == step and evidence.rows_steps:
+            return
+        if not evidence.rows_steps:
+            self.dirty = True  # the layer is covered from now on
+            evidence.first_step = step
+        evidence.previous_last, evidence.last_step = evidence.last_step, step
+        evidence.rows_steps += 1
+
+    def missing(self, step: int, layer: str, reason: str) -> None:
+        """Layer ``layer`` got no rows at ``step`` because of ``reason``."""
+        evidence = self._evidence(layer)
+        if evidence.reason_steps.get(reason) == step:
+            return
+        if reason not in evidence.reasons:
+            self.dirty = True
+        evidence.reason_steps[reason] = step
+        evidence.reasons[reason] = evidence.reasons.get(reason, 0) + 1
+
+    def retract(self, step: int, reason: str) -> None:
+        """The rows recorded at ``step`` were dropped (whole-step drop after the fact)."""
+        for layer, evidence in self._layers.items():
+            if evidence.rows_steps and evidence.last_step == step:
+                evidence.rows_steps -= 1
+                evidence.last_step = evidence.previous_last if evidence.rows_steps else None
+                if not evidence.rows_steps:
+                    evidence.first_step = None
+                    self.dirty = True
+                self.missing(step, layer, reason)
+
+    def take_dirty(self) -> bool:
+        """Whether a verdict changed since the last call (write meta.json then)."""
+        dirty, self.dirty = self.dirty, False
+        return dirty
+
+    def evidence(self, layer: str) -> LayerEvidence | None:
+        return self._layers.get(layer)
+
+    def layer_table(self, static: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """meta.json's "layers": the static entries with the evidence of this run.
+
+        ``covered`` is true only when rows were recorded; ``reason`` is then empty, else the
+        most frequent reason (the static one when the layer never ran in a recorded backward).
+        """
+        table = []
+        for entry in static:
+            evidence = self._layers.get(entry["name"], LayerEvidence())
+            merged = dict(entry)
+            reasons = dict(sorted(evidence.reasons.items(), key=lambda kv: -kv[1]))
+            covered = evidence.rows_steps > 0
+            if not covered:
+                static_reason = entry.get("reason") if not entry.get("covered") else ""
+                merged["reason"] = next(iter(reasons), None) or static_reason or (
+                    "no per-sample rows recorded: the layer never ran in a recorded backward"
+                )
+                merged["method"] = "none"
+            else:
+                merged["reason"] = ""
+            merged.update(
+                covered=covered,
+                rows_steps=evidence.rows_steps,
+                first_step=evidence.first_step,
+                last_step=evidence.last_step,
+                reasons=reasons,
+            )
+            table.append(merged)
+        return table
+
+    def _evidence(self, layer: str) -> LayerEvidence:
+        evidence = self._layers.get(layer)
+        if evidence is None:
+            evidence = self._layers[layer] = LayerEvidence()
+            self.dirty = True
+        return evidence
