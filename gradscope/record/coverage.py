@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_REASONS = 8  # distinct reasons kept per layer; later ones are counted together
+OTHER_REASONS = "other reasons"
+
 
 @dataclass
 class LayerEvidence:
@@ -50,6 +53,8 @@ class CoverageLedger:
     def missing(self, step: int, layer: str, reason: str) -> None:
         """Layer ``layer`` got no rows at ``step`` because of ``reason``."""
         evidence = self._evidence(layer)
+        if reason not in evidence.reasons and len(evidence.reasons) >= MAX_REASONS:
+            reason = OTHER_REASONS  # reasons that name per-step sizes must not grow meta.json
         if evidence.reason_steps.get(reason) == step:
             return
         if reason not in evidence.reasons:

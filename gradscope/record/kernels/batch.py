@@ -74,14 +74,16 @@ def resolve(calls: Sequence[CallBatch]) -> Resolution:
                 f"input has size {call.size} at the batch dim and is shared by the whole batch "
                 "(e.g. position ids): the output gradient is already summed over samples"
             )
-    sizes: dict[int, list[str]] = {}
+    sizes: dict[int, dict[str, None]] = {}  # size -> distinct names, in call order
     for index, call in enumerate(calls):
         if index not in broadcast:
-            sizes.setdefault(call.size, []).append(call.name)
+            sizes.setdefault(call.size, {})[call.name] = None
     if len(sizes) <= 1:
         return Resolution(next(iter(sizes), None), broadcast)
-    described = ", ".join(f"{size} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
-                          for size, names in sizes.items())
+    described = ", ".join(
+        f"{size} ({', '.join(list(names)[:2])}{', ...' if len(names) > 2 else ''})"
+        for size, names in sizes.items()
+    )
     first = next(i for i, c in enumerate(calls) if i not in broadcast)
     hint = next((i for i, c in enumerate(calls) if c.declares_layout and c.size != calls[first].size
                  and i not in broadcast), None)
