@@ -16,6 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+COMPILED = "runs inside torch.compile: gradscope's hooks stay out of compiled regions"
+NO_OUTPUT = "the module returned no tensor that requires grad (None, or detached)"
+DOUBLE_BACKWARD = (
+    "double backward (create_graph=True): the gradient that flows through the first "
+    "gradient's graph is not of the form b a^T that output hooks see"
+)
+SEVERAL_PASSES = (
+    "several backward passes through one forward (retain_graph=True): rows of one pass are "
+    "not rows of the gradient the optimizer sees"
+)
+RECOMPUTED_ONLY = "captured only during a backward (a recomputation) and never given a gradient"
+BATCH_LAYOUT = "batch dimension being detected (sequence-first model): this step's values used the wrong one"
+
 MAX_REASONS = 8  # distinct reasons kept per layer; later ones are counted together
 OTHER_REASONS = "other reasons"
 
@@ -29,6 +42,7 @@ class LayerEvidence:
     last_step: int | None = None
     previous_last: int | None = None  # last_step before the latest step (to retract it)
     reasons: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)  # method -> steps with rows by it
     reason_steps: dict[str, int] = field(default_factory=dict)  # reason -> last step counted
 
 
@@ -39,11 +53,15 @@ class CoverageLedger:
         self._layers: dict[str, LayerEvidence] = {}
         self.dirty = False
 
-    def rows(self, step: int, layer: str) -> None:
-        """Layer ``layer`` got per-sample rows at ``step``."""
+    def rows(self, step: int, layer: str, method: str = "") -> None:
+        """Layer ``layer`` got per-sample rows at ``step``, computed by ``method``."""
         evidence = self._evidence(layer)
         if evidence.last_step == step and evidence.rows_steps:
             return
+        if method:
+            if method not in evidence.methods:
+                self.dirty = True
+            evidence.methods[method] = evidence.methods.get(method, 0) + 1
         if not evidence.rows_steps:
             self.dirty = True  # the layer is covered from now on
             evidence.first_step = step
@@ -101,7 +119,9 @@ class CoverageLedger:
                 merged["method"] = "none"
             else:
                 merged["reason"] = ""
+                merged["method"] = max(evidence.methods, key=evidence.methods.get, default=entry["method"])
             merged.update(
+                methods=dict(evidence.methods),
                 covered=covered,
                 rows_steps=evidence.rows_steps,
                 first_step=evidence.first_step,
@@ -117,3 +137,52 @@ class CoverageLedger:
             evidence = self._layers[layer] = LayerEvidence()
             self.dirty = True
         return evidence
+
+
+class StepEvidence:
+    """The engine's side of the ledger: what each backward showed, and whole-step drops.
+    Mixed into ``PerSampleEngine`` (its per-backward state lives there)."""
+
+    def _note(self, step: int | None, result: dict[str, Any]) -> None:
+        """This backward's evidence, per layer, into the ledger."""
+        if step is None:
+            return
+        drop = self._drop or (BATCH_LAYOUT if self.batch_conflict is not None else None)
+        for layer in [*self._layer_order, *self._missing]:
+            if layer in result:
+                self.ledger.rows(step, layer, self._methods.get(layer, "none"))
+            else:
+                reason = drop or self._missing.get(layer) or "no statistics for the layer"
+                self.ledger.missing(step, layer, reason)
+        for layer, reason in self._standing.items():
+            if layer not in result:
+                self.ledger.missing(step, layer, reason)
+
+    def mark_step_uncovered(self, reason: str) -> None:
+        """The current backward's per-sample values are not covered (e.g. the recorder saw
+        ``torch.autograd.grad(create_graph=True)``): ``collect`` drops them with ``reason``."""
+        self._drop = self._drop or reason
+
+    def take_step_drop(self) -> str | None:
+        """Why the rows already collected for the current step must be dropped (several
+        backward passes through one retained graph), once; None when they stand."""
+        reason, self._step_drop = self._step_drop, None
+        return reason
+
+    def drop_step(self, step: int, reason: str) -> None:
+        """The recorder dropped ``step``'s rows (e.g. a GradScaler skipped the step)."""
+        self.ledger.retract(step, reason)
+
+    def _stale(self, use: Any) -> None:
+        """A hook of a forward whose backward was already collected fired: a backward went
+        through that graph again (retain_graph=True). If the first pass gave the call a
+        gradient, the rows collected then are not rows of the gradient the optimizer sees."""
+        last = self._last_collect
+        if not use.received or last is None or last[0] != use.generation:
+            return
+        self._drop = self._drop or SEVERAL_PASSES
+        if not self._retracted:  # the recorder drops the step's rows (take_step_drop)
+            self._retracted = True
+            self._step_drop = SEVERAL_PASSES
+            if last[1] is not None and self._step in (None, last[1]):  # not a step already written
+                self.ledger.retract(last[1], SEVERAL_PASSES)

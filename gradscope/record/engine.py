@@ -21,36 +21,38 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import get_gradient_edge
-from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_map
 
-from gradscope.record.coverage import CoverageLedger
-from gradscope.record.kernels import FACTORED, FALLBACK, READS_OUTPUT, KernelRegistry
-from gradscope.record.kernels.bag import bag_problem
+from gradscope.record.coverage import (
+    COMPILED,
+    DOUBLE_BACKWARD,
+    NO_OUTPUT,
+    RECOMPUTED_ONLY,
+    SEVERAL_PASSES,
+    CoverageLedger,
+    StepEvidence,
+)
+from gradscope.record.kernels import READS_OUTPUT, KernelRegistry
 from gradscope.record.kernels.base import Contribution, KernelInputs
 from gradscope.record.kernels.batch import CallBatch, call_batch, resolve
-from gradscope.record.kernels.calls import Entry, TaskSplit, TaskTargets, Use
-from gradscope.record.kernels.fallback import PARAMETRIZED, replay_problem
+from gradscope.record.kernels.calls import (
+    Entry,
+    TaskSplit,
+    TaskTargets,
+    Use,
+    check_output_not_rewritten,
+    detach,
+    gradient_edge,
+    graph_task,
+)
+from gradscope.record.kernels.judge import BATCHNORM_TRAIN, Coverage, judge
 from gradscope.record.kernels.sketch import SketchProjections
 from gradscope.record.kernels.stats import ParamStats, parameter_stats
 from gradscope.record.names import ORIG_MOD, is_parametrization, layer_parameters, owner_layer
 
-BATCHNORM_TRAIN = "BatchNorm in train mode couples samples: per-sample gradients are not defined"
-COMPILED = "runs inside torch.compile: gradscope's hooks stay out of compiled regions"
-NO_OUTPUT = "the module returned no tensor that requires grad (None, or detached)"
-DOUBLE_BACKWARD = (
-    "double backward (create_graph=True): the gradient that flows through the first "
-    "gradient's graph is not of the form b a^T that output hooks see"
-)
-SEVERAL_PASSES = (
-    "several backward passes through one forward (retain_graph=True): rows of one pass are "
-    "not rows of the gradient the optimizer sees"
-)
-RECOMPUTED_ONLY = "captured only during a backward (a recomputation) and never given a gradient"
-BATCH_LAYOUT = "batch dimension being detected (sequence-first model): this step's values used the wrong one"
-
-__all__ = ["Coverage", "EngineConfig", "LayerStats", "PerSampleEngine", "TaskTargets"]
+__all__ = [
+    "BATCHNORM_TRAIN", "Coverage", "EngineConfig", "LayerStats", "PerSampleEngine", "TaskTargets",
+]
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,6 @@ class EngineConfig:
     route: str = "auto"  # "auto" | "ghost" | "materialize"; auto: ghost when 2 T^2 < P Q
 
 
-@dataclass(frozen=True)
-class Coverage:
-    """Static judgement of how a module's per-sample gradients are computed."""
-
-    method: str  # "ghost" | "materialize" | "norm-affine" | "fallback" | "none"
-    covered: bool
-    reason: str = ""  # why not covered
-
-
 @dataclass
 class LayerStats:
     """Per-sample statistics of one layer, summed over its parameters (per-sample loss)."""
@@ -83,7 +76,7 @@ class LayerStats:
     gram: Tensor | None  # [B, B] K_ij = <g_i, g_j>, when config.gram
 
 
-class PerSampleEngine(TaskSplit):
+class PerSampleEngine(TaskSplit, StepEvidence):
     """Per-sample gradient statistics from forward inputs and output-gradient hooks."""
 
     batch_conflict: tuple[str, int, int, int] | None = None  # (layer, dim, its B, inferred B)
@@ -118,27 +111,7 @@ class PerSampleEngine(TaskSplit):
         """How per-sample gradients of the module's direct parameters are computed."""
         if module in self._compiled:
             return Coverage("none", False, COMPILED)
-        if parametrize.is_parametrized(module) or is_parametrization(module):
-            return Coverage("none", False, PARAMETRIZED)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.training:
-                return Coverage("none", False, BATCHNORM_TRAIN)
-            if not module.track_running_stats:
-                return Coverage("none", False, "BatchNorm without running stats couples samples")
-        if isinstance(module, nn.Embedding) and module.scale_grad_by_freq:
-            return Coverage("none", False, "scale_grad_by_freq couples samples through counts")
-        if isinstance(module, nn.EmbeddingBag):
-            problem = bag_problem(module)
-            if problem:
-                return Coverage("none", False, problem)
-        method, _ = self._registry.lookup(module)
-        if method == FALLBACK:
-            problem = replay_problem(module)
-            return Coverage("none", False, problem) if problem else Coverage(FALLBACK, True)
-        if method == FACTORED:
-            route = "materialize" if self.config.route == "materialize" else "ghost"
-            return Coverage(route, True)
-        return Coverage(method, True)
+        return judge(module, self._registry, self.config.route)
 
     def mark_compiled(self, module: nn.Module, names: Any, step: int | None = None) -> bool:
         """``module`` is compiled (an OptimizedModule, or ``m.compile()``): its layers run inside
@@ -203,8 +176,8 @@ class PerSampleEngine(TaskSplit):
             inputs=self._inputs(module, args, kwargs, batch, slots, flat), params=params,
             out_meta=[(flat[s].shape, flat[s].dtype, flat[s].device) for s in slots],
             grads=[None] * len(slots), waiting=len(slots), generation=self._generation,
-            edges=[_gradient_edge(flat[s]) for s in slots], batch=batch,
-            in_backward=_graph_task() != -1,
+            edges=[gradient_edge(flat[s]) for s in slots], batch=batch,
+            in_backward=graph_task() != -1,
         )
         for attr, param in params.items():
             entry = self._entries.get(id(param))
@@ -220,7 +193,7 @@ class PerSampleEngine(TaskSplit):
 
     def _inputs(self, module, args, kwargs, batch: CallBatch, slots, flat) -> KernelInputs:
         inputs = KernelInputs(
-            args=tree_map(_detach, args), kwargs=tree_map(_detach, kwargs),
+            args=tree_map(detach, args), kwargs=tree_map(detach, kwargs),
             batch_dim=self._batch_dim(module), batch_size=batch.size, output_slots=slots,
         )
         kernel = self._registry.lookup(module)[1]
@@ -275,10 +248,10 @@ class PerSampleEngine(TaskSplit):
                 self._stale(use)
             elif torch.is_grad_enabled():  # autograd runs this backward with create_graph=True
                 self._drop = self._drop or DOUBLE_BACKWARD
-            elif not use.in_backward and self._task not in (None, _graph_task()):
+            elif not use.in_backward and self._task not in (None, graph_task()):
                 self._drop = self._drop or SEVERAL_PASSES
             elif not use.done:
-                self._task = self._task if use.in_backward else _graph_task()
+                self._task = self._task if use.in_backward else graph_task()
                 self._resolve()
                 if use.done or use.grads[rank] is not None:
                     return
@@ -288,20 +261,6 @@ class PerSampleEngine(TaskSplit):
                     self._evaluate(use)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(use.name, error)
-
-    def _stale(self, use: Use) -> None:
-        """A hook of a forward whose backward was already collected fired: a backward went
-        through that graph again (retain_graph=True). If the first pass gave the call a
-        gradient, the rows collected then are not rows of the gradient the optimizer sees."""
-        last = self._last_collect
-        if not use.received or last is None or last[0] != use.generation:
-            return
-        self._drop = self._drop or SEVERAL_PASSES
-        if not self._retracted:  # the recorder drops the step's rows (take_step_drop)
-            self._retracted = True
-            self._step_drop = SEVERAL_PASSES
-            if last[1] is not None and self._step in (None, last[1]):  # not a step already written
-                self.ledger.retract(last[1], SEVERAL_PASSES)
 
     def _evaluate(self, use: Use) -> None:
         """Run the kernel on one call (missing output gradients are zeros) and free it; a
@@ -313,7 +272,7 @@ class PerSampleEngine(TaskSplit):
         dropped = use.in_backward and not use.received
         try:
             if use.inputs is not None and not use.received:
-                _check_output_not_rewritten(use.inputs)
+                check_output_not_rewritten(use.inputs)
             if use.received and not self._drop:
                 backprops = tuple(
                     g if g is not None else torch.zeros(shape, dtype=dtype, device=device)
@@ -321,6 +280,7 @@ class PerSampleEngine(TaskSplit):
                 )
                 self._in_kernel = True
                 contributions = use.kernel(use.module, use.inputs, backprops)
+                self._methods[use.layer] = self._method(use.module)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(use.name, error)
             for param in use.params.values():
@@ -336,6 +296,13 @@ class PerSampleEngine(TaskSplit):
             entry.remaining -= 1
             if entry.remaining == 0:
                 self._finish(entry)
+
+    def _method(self, module: nn.Module) -> str:
+        """The method a call used: its static one, or the fallback's per-sample loop."""
+        loop = self._registry.fallback.loops.get(type(module))
+        if loop is not None and self._registry.lookup(module)[1] is self._registry.fallback:
+            return f"fallback-loop (vmap failed: {loop})"
+        return self.coverage(module).method
 
     def _finish(self, entry: Entry) -> None:
         """All uses of a parameter are in: compute its statistics and free its factors."""
@@ -381,7 +348,7 @@ class PerSampleEngine(TaskSplit):
         Called inside a running backward (the nested backward of a reentrant checkpoint), it
         returns {} and keeps the state for the outer backward's collect.
         """
-        if _graph_task() != -1:
+        if graph_task() != -1:
             return {}
         step = self._step if step is None else step
         try:
@@ -406,36 +373,6 @@ class PerSampleEngine(TaskSplit):
             self._last_collect = (self._generation, step)
             self._clear()
 
-    def _note(self, step: int | None, result: dict[str, LayerStats]) -> None:
-        """This backward's evidence, per layer, into the ledger."""
-        if step is None:
-            return
-        drop = self._drop or (BATCH_LAYOUT if self.batch_conflict is not None else None)
-        for layer in [*self._layer_order, *self._missing]:
-            if layer in result:
-                self.ledger.rows(step, layer)
-            else:
-                reason = drop or self._missing.get(layer) or "no statistics for the layer"
-                self.ledger.missing(step, layer, reason)
-        for layer, reason in self._standing.items():
-            if layer not in result:
-                self.ledger.missing(step, layer, reason)
-
-    def mark_step_uncovered(self, reason: str) -> None:
-        """The current backward's per-sample values are not covered (e.g. the recorder saw
-        ``torch.autograd.grad(create_graph=True)``): ``collect`` drops them with ``reason``."""
-        self._drop = self._drop or reason
-
-    def take_step_drop(self) -> str | None:
-        """Why the rows already collected for the current step must be dropped (several
-        backward passes through one retained graph), once; None when they stand."""
-        reason, self._step_drop = self._step_drop, None
-        return reason
-
-    def drop_step(self, step: int, reason: str) -> None:
-        """The recorder dropped ``step``'s rows (e.g. a GradScaler skipped the step)."""
-        self.ledger.retract(step, reason)
-
     def discard(self) -> None:
         """Drop what was captured in a forward that has no backward."""
         self._clear()
@@ -449,6 +386,7 @@ class PerSampleEngine(TaskSplit):
         self._layer_order: dict[str, None] = {}
         self._layer_stats: dict[str, list[ParamStats]] = {}
         self._missing: dict[str, str] = {}  # layer -> why it has no rows this backward
+        self._methods: dict[str, str] = {}  # layer -> the method its kernel used
         self._uncaptured: set[int] = set()
         self._drop: str | None = None  # why this backward's values are all dropped
         self._task: int | None = None  # the autograd graph task of this backward
@@ -461,33 +399,6 @@ class PerSampleEngine(TaskSplit):
         self._disabled[name] = f"disabled after a kernel failure ({reason})"
         if not name.startswith("<"):
             self._missing[owner_layer(name)] = f"kernel failed ({reason})"
-
-
-def _graph_task() -> int:
-    """The running autograd graph task, -1 outside any backward."""
-    return torch._C._current_graph_task_id()
-
-
-def _check_output_not_rewritten(inputs: KernelInputs) -> None:
-    """No output gradient arrived and the kept output was modified in place: torch drops a
-    tensor hook when a view (e.g. a Linear's output on [B, T, d]) is modified in place, so
-    zeros would be wrong. Raise (the layer fails) rather than report g_i = 0."""
-    if inputs.output is not None and inputs.output._version != inputs.versions[0][1]:
-        raise RuntimeError(
-            "the layer's output was modified in place and its gradient hook never fired"
-        )
-
-
-def _gradient_edge(tensor: Tensor) -> Any:
-    """Where a task backward can stop at this output (``task_targets``); None if unavailable."""
-    try:
-        return get_gradient_edge(tensor)
-    except Exception:  # noqa: BLE001 - only per-sample task conflict needs it
-        return None
-
-
-def _detach(x: Any) -> Any:
-    return x.detach() if isinstance(x, Tensor) else x
 
 
 def _zero_stats(

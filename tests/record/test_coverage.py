@@ -76,3 +76,17 @@ def test_run_time_skips_and_failures_are_reasons(monkeypatch):
         "kernel failed (IndexError: boom)": 1,
         "disabled after a kernel failure (IndexError: boom)": 1,
     }
+
+
+def test_a_fallback_that_loops_over_samples_says_so():
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.rnn = nn.LSTM(3, 4, batch_first=True)
+    model = model.double()
+    engine = PerSampleEngine(EngineConfig())
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    with recording(engine, model):
+        model.rnn(x)[0].pow(2).sum().backward()
+    assert set(engine.collect(1.0, step=0)) == {"rnn"}
+    methods = engine.ledger.evidence("rnn").methods
+    assert all(m == "fallback" or m.startswith("fallback-loop (vmap failed: ") for m in methods), methods

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
 
 from gradscope.record.kernels import FACTORED, NORM_AFFINE
 from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs
@@ -153,3 +154,29 @@ class TaskSplit:
         finally:
             self._in_kernel = False
 
+
+def graph_task() -> int:
+    """The running autograd graph task, -1 outside any backward."""
+    return torch._C._current_graph_task_id()
+
+
+def check_output_not_rewritten(inputs: KernelInputs) -> None:
+    """No output gradient arrived and the kept output was modified in place: torch drops a
+    tensor hook when a view (e.g. a Linear's output on [B, T, d]) is modified in place, so
+    zeros would be wrong. Raise (the layer fails) rather than report g_i = 0."""
+    if inputs.output is not None and inputs.output._version != inputs.versions[0][1]:
+        raise RuntimeError(
+            "the layer's output was modified in place and its gradient hook never fired"
+        )
+
+
+def gradient_edge(tensor: Tensor) -> Any:
+    """Where a task backward can stop at this output (``task_targets``); None if unavailable."""
+    try:
+        return get_gradient_edge(tensor)
+    except Exception:  # noqa: BLE001 - only per-sample task conflict needs it
+        return None
+
+
+def detach(x: Any) -> Any:
+    return x.detach() if isinstance(x, Tensor) else x

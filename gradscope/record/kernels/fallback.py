@@ -88,7 +88,8 @@ class FallbackKernel:
     ) -> None:
         self.input_dim = input_dim
         self.output_dim = output_dim
-        self._loop_types: set[type] = set()  # module types whose ops vmap could not batch
+        # module types whose ops vmap could not batch -> why (they run a per-sample loop)
+        self.loops: dict[type, str] = {}
 
     def __call__(
         self, module: nn.Module, inputs: KernelInputs, backprops: tuple[Tensor, ...]
@@ -123,14 +124,15 @@ class FallbackKernel:
         tensors = [leaves[i] for i in positions]
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            if type(module) not in self._loop_types:
+            if type(module) not in self.loops:
                 try:
                     grads = vmap(per_sample, in_dims=(None, in_dims, out_dims))(
                         params, tensors, list(backprops)
                     )
                     return {k: Dense(v) for k, v in grads.items()}
-                except (RuntimeError, NotImplementedError, ValueError):
-                    self._loop_types.add(type(module))
+                except (RuntimeError, NotImplementedError, ValueError) as error:
+                    first = (str(error).strip().splitlines() or [""])[0][:120]
+                    self.loops[type(module)] = f"{type(error).__name__}: {first}"
             grads = _loop(per_sample, params, tensors, in_dims, list(backprops), out_dims, b)
         return {k: Dense(v) for k, v in grads.items()}
 
