@@ -107,7 +107,7 @@ class CoverageLedger:
         """
         table = []
         for entry in static:
-            evidence = self._layers.get(entry["name"], LayerEvidence())
+            evidence = self._layers.get(entry.get("reported_under", entry["name"]), LayerEvidence())
             merged = dict(entry)
             reasons = dict(sorted(evidence.reasons.items(), key=lambda kv: -kv[1]))
             covered = evidence.rows_steps > 0

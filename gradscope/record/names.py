@@ -117,20 +117,20 @@ class ModuleNames:
                 if is_parametrization(module) or not params:
                     continue
                 judged = coverage(module)
-                table.append(
-                    {
-                        "name": self._modules.get(module, "?"),
-                        "type": type(module).__name__,
-                        "params": [
-                            {"name": n, "shape": list(p.shape), "numel": p.numel()}
-                            for n, p in params
-                        ],
-                        "numel": sum(p.numel() for _, p in params),
-                        "method": judged.method,
-                        "covered": judged.covered,
-                        "reason": judged.reason,
-                    }
-                )
+                name = self._modules.get(module, "?")
+                owners = {self.param(p)[0] for _, p in params}
+                entry = {
+                    "name": name,
+                    "type": type(module).__name__,
+                    "params": [{"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in params],
+                    "numel": sum(p.numel() for _, p in params),
+                    "method": judged.method,
+                    "covered": judged.covered,
+                    "reason": judged.reason,
+                }
+                if name not in owners and len(owners) == 1:  # tied: reported under the first user
+                    entry["reported_under"] = owners.pop()
+                table.append(entry)
         return table
 
 

@@ -90,3 +90,17 @@ def test_a_fallback_that_loops_over_samples_says_so():
     assert set(engine.collect(1.0, step=0)) == {"rnn"}
     methods = engine.ledger.evidence("rnn").methods
     assert all(m == "fallback" or m.startswith("fallback-loop (vmap failed: ") for m in methods), methods
+
+
+def test_a_tied_head_is_covered_under_the_layer_that_reports_its_weight():
+    from .models import TinyGPT, lm_loss
+
+    model = TinyGPT().double()
+    engine, names = PerSampleEngine(EngineConfig()), ModuleNames()
+    names.add_root(model)
+    with recording(engine, model):
+        lm_loss(model, torch.randint(0, 11, (2, 6))).sum().backward()
+    engine.collect(1.0, step=0)
+    table = {e["name"]: e for e in engine.ledger.layer_table(names.layer_table(engine.coverage))}
+    assert table["head"]["reported_under"] == "wte" and table["head"]["covered"]
+    assert all(e["covered"] for e in table.values()), {n: e["reason"] for n, e in table.items()}
