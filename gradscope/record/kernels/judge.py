@@ -29,7 +29,7 @@ class Coverage:
 
 def judge(module: nn.Module, registry: KernelRegistry, route: str) -> Coverage:
     """The module's coverage: its kernel family, or "none" with the reason."""
-    if parametrize.is_parametrized(module) or isinstance(module, parametrize.ParametrizationList):
+    if "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList):
         return Coverage("none", False, PARAMETRIZED)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if module.training:
