@@ -179,8 +179,7 @@ class StepEvidence:
         gradient, the rows collected then are not rows of the gradient the optimizer sees."""
         last = self._last_collect
         if not use.received or last is None or last[0] != use.generation:
-            return
-        self._drop = self._drop or SEVERAL_PASSES
+            return  # (the current forward's own values are not touched: it may be the next step's)
         if not self._retracted:  # the recorder drops the step's rows (take_step_drop)
             self._retracted = True
             self._step_drop = SEVERAL_PASSES

@@ -9,7 +9,13 @@ embeddings, shared blocks, an RNNCell in a loop) gets the per-sample gradient of
 its uses; once every use of a parameter is in, its statistics are computed
 (``kernels.stats``) and the saved tensors freed. ``collect(scale)`` finishes what is left,
 converts to the per-sample-loss convention (hook gradients are c * g_i; c = 1/B for a mean
-loss, so scale = B) and clears the state. See docs/per-sample-engine.md.
+loss, so scale = B) and clears the state, feeding the coverage ledger (``coverage.py``)
+with what each layer got. The calls of one forward must agree on the batch
+(``kernels.batch``) and all its hooks must fire in one backward: a double backward
+(create_graph=True), a second pass through a retained graph, or disagreeing batch sizes
+drop the step's values with a reason rather than report wrong ones. Calls re-run inside a
+backward (gradient checkpointing) are captured; those never given a gradient are dropped.
+See docs/per-sample-engine.md.
 """
 
 from __future__ import annotations

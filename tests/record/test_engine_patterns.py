@@ -137,6 +137,20 @@ def test_several_backward_passes_on_a_retained_graph_drop_the_step():
     assert evidence.rows_steps == 0 and evidence.reasons == {SEVERAL_PASSES: 1}
 
 
+def test_a_second_pass_after_the_backward_does_not_drop_the_next_step():
+    model = _mlp()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    engine = PerSampleEngine(EngineConfig())
+    with recording(engine, model):
+        out = model(x)
+        F.cross_entropy(out, y).backward(retain_graph=True)
+        engine.collect(5.0, step=0)
+        torch.autograd.grad(out.pow(2).mean(), list(model.parameters()))  # e.g. a logged gradient
+        assert engine.take_step_drop() == SEVERAL_PASSES
+        F.cross_entropy(model(x), y).backward()
+        assert set(engine.collect(5.0, step=1)) == {"0", "2"}
+
+
 def test_gan_generator_reused_after_critic_backward_is_not_a_second_pass():
     torch.manual_seed(2)
     gen, critic = nn.Linear(3, 2).double(), nn.Linear(2, 1).double()
