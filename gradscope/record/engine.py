@@ -9,34 +9,56 @@ embeddings, shared blocks, an RNNCell in a loop) gets the per-sample gradient of
 its uses; once every use of a parameter is in, its statistics are computed
 (``kernels.stats``) and the saved tensors freed. ``collect(scale)`` finishes what is left,
 converts to the per-sample-loss convention (hook gradients are c * g_i; c = 1/B for a mean
-loss, so scale = B) and clears the state. See docs/per-sample-engine.md.
+loss, so scale = B) and clears the state, feeding the coverage ledger (``coverage.py``)
+with what each layer got. The calls of one forward must agree on the batch
+(``kernels.batch``) and all its hooks must fire in one backward: a double backward
+(create_graph=True), a second pass through a retained graph, or disagreeing batch sizes
+drop the step's values with a reason rather than report wrong ones. Calls re-run inside a
+backward (gradient checkpointing) are captured; those never given a gradient are dropped.
+See docs/per-sample-engine.md.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten, tree_map
 
-from gradscope.record.kernels import (
-    FACTORED,
-    FALLBACK,
-    NORM_AFFINE,
-    READS_OUTPUT,
-    KernelRegistry,
+from gradscope.record.coverage import (
+    COMPILED,
+    DOUBLE_BACKWARD,
+    NO_OUTPUT,
+    RECOMPUTED_ONLY,
+    SEVERAL_PASSES,
+    CoverageLedger,
+    StepEvidence,
 )
-from gradscope.record.kernels.base import Contribution, Kernel, KernelInputs
-from gradscope.record.kernels.fallback import replay_problem
+from gradscope.record.kernels import READS_OUTPUT, KernelRegistry
+from gradscope.record.kernels.base import Contribution, KernelInputs
+from gradscope.record.kernels.batch import CallBatch, call_batch, resolve
+from gradscope.record.kernels.calls import (
+    Entry,
+    TaskSplit,
+    TaskTargets,
+    Use,
+    check_output_not_rewritten,
+    detach,
+    gradient_edge,
+    graph_task,
+)
+from gradscope.record.kernels.judge import BATCHNORM_TRAIN, Coverage, judge
 from gradscope.record.kernels.sketch import SketchProjections
-from gradscope.record.kernels.stats import ParamStats, parameter_stats, task_dots
+from gradscope.record.kernels.stats import ParamStats, parameter_stats
+from gradscope.record.names import ORIG_MOD, is_parametrization, layer_parameters, owner_layer
 
-BATCHNORM_TRAIN = "BatchNorm in train mode couples samples: per-sample gradients are not defined"
+__all__ = [
+    "BATCHNORM_TRAIN", "Coverage", "EngineConfig", "LayerStats", "PerSampleEngine", "TaskTargets",
+]
 
 
 @dataclass(frozen=True)
@@ -50,15 +72,6 @@ class EngineConfig:
     route: str = "auto"  # "auto" | "ghost" | "materialize"; auto: ghost when 2 T^2 < P Q
 
 
-@dataclass(frozen=True)
-class Coverage:
-    """Static judgement of how a module's per-sample gradients are computed."""
-
-    method: str  # "ghost" | "materialize" | "norm-affine" | "fallback" | "none"
-    covered: bool
-    reason: str = ""  # why not covered
-
-
 @dataclass
 class LayerStats:
     """Per-sample statistics of one layer, summed over its parameters (per-sample loss)."""
@@ -69,47 +82,10 @@ class LayerStats:
     gram: Tensor | None  # [B, B] K_ij = <g_i, g_j>, when config.gram
 
 
-@dataclass
-class _Use:
-    """One call of one module in the current forward."""
-
-    name: str
-    module: nn.Module
-    kernel: Kernel
-    inputs: KernelInputs | None
-    params: dict[str, nn.Parameter]
-    out_meta: list[tuple[torch.Size, torch.dtype, torch.device]]
-    grads: list[Tensor | None]
-    waiting: int
-    generation: int
-    done: bool = False
-    edges: list[Any] = field(default_factory=list)  # GradientEdge per hooked output (tasks)
-
-
-@dataclass
-class TaskTargets:
-    """Pending module calls whose per-sample gradients can be split by task (see
-    ``PerSampleEngine.task_targets``); ``edges`` are their hooked outputs, in order."""
-
-    uses: list[_Use]
-    edges: list[Any]
-
-
-@dataclass
-class _Entry:
-    """One Parameter in the current forward, with the contributions of its uses."""
-
-    param: nn.Parameter
-    layer: str  # the first module that used it
-    qualname: str
-    remaining: int = 0
-    contributions: list[Contribution] = field(default_factory=list)
-    failed: bool = False
-    finished: bool = False
-
-
-class PerSampleEngine:
+class PerSampleEngine(TaskSplit, StepEvidence):
     """Per-sample gradient statistics from forward inputs and output-gradient hooks."""
+
+    batch_conflict: tuple[str, int, int, int] | None = None  # (layer, dim, its B, inferred B)
 
     def __init__(self, config: EngineConfig) -> None:
         if config.route not in ("auto", "ghost", "materialize"):
@@ -124,29 +100,41 @@ class PerSampleEngine:
         # layers' outputs), "einsum" (W R_it from the factors), "mixed", or "dense"
         self.weight_dot_routes: dict[str, str] = {}
         self.projections = SketchProjections(config.sketch_dim, config.seed)
+        self.ledger = CoverageLedger()
         self._registry = KernelRegistry()
-        self._disabled: set[str] = set()
+        self._disabled: dict[str, str] = {}  # module name -> the failure that disabled it
+        self._standing: dict[str, str] = {}  # layer -> reason it never gets rows (compiled)
+        self._compiled: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._compiled_roots: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._step: int | None = None
+        self._step_drop: str | None = None
+        self._last_collect: tuple[int, int | None] | None = None  # (generation, step)
         self._generation = 0
         self._clear()
 
     # ----------------------------------------------------------------- static coverage
     def coverage(self, module: nn.Module) -> Coverage:
         """How per-sample gradients of the module's direct parameters are computed."""
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.training:
-                return Coverage("none", False, BATCHNORM_TRAIN)
-            if not module.track_running_stats:
-                return Coverage("none", False, "BatchNorm without running stats couples samples")
-        if isinstance(module, nn.Embedding) and module.scale_grad_by_freq:
-            return Coverage("none", False, "scale_grad_by_freq couples samples through counts")
-        method, _ = self._registry.lookup(module)
-        if method == FALLBACK:
-            problem = replay_problem(module)
-            return Coverage("none", False, problem) if problem else Coverage(FALLBACK, True)
-        if method == FACTORED:
-            route = "materialize" if self.config.route == "materialize" else "ghost"
-            return Coverage(route, True)
-        return Coverage(method, True)
+        if module in self._compiled:
+            return Coverage("none", False, COMPILED)
+        return judge(module, self._registry, self.config.route)
+
+    def mark_compiled(self, module: nn.Module, names: Any, step: int | None = None) -> bool:
+        """``module`` is compiled (an OptimizedModule, or ``m.compile()``): its layers run inside
+        torch.compile, where gradscope's hooks stay out. True when new layers were marked."""
+        if step is not None:
+            self._step = step
+        if module in self._compiled_roots:
+            return False
+        self._compiled_roots.add(module)
+        marked = False
+        for sub in module._modules.get(ORIG_MOD, module).modules():
+            name = names.module(sub)
+            if name is None or is_parametrization(sub) or not layer_parameters(sub):
+                continue
+            self._compiled.add(sub)
+            marked |= self._standing.setdefault(name, COMPILED) == COMPILED
+        return marked
 
     @property
     def replaying(self) -> bool:
@@ -155,11 +143,14 @@ class PerSampleEngine:
 
     # ----------------------------------------------------------------- forward side
     def capture(
-        self, name: str, module: nn.Module, args: tuple, kwargs: dict, output: Any
+        self, name: str, module: nn.Module, args: tuple, kwargs: dict, output: Any,
+        step: int | None = None,
     ) -> None:
         """Save one module call's inputs and hook its outputs; never raises."""
-        if self.suspended or self._in_kernel:  # a kernel's own replay of a forward
-            return
+        if torch.compiler.is_compiling() or self.suspended or self._in_kernel:
+            return  # inside a compiled region, or a kernel's own replay of a forward
+        if step is not None:
+            self._step = step
         try:
             self._capture(name, module, args, kwargs, output)
         except Exception as error:  # noqa: BLE001 - never raise into training
@@ -169,51 +160,36 @@ class PerSampleEngine:
         params = self._registry.parameters(module)
         if not params:
             return
-        reason = self._skip_reason(name, module, args, kwargs)
-        if reason is not None:
-            self.skipped[name] = reason
-            self._uncaptured.update(id(p) for p in params.values())
-            return
+        layer = owner_layer(name)
+        reason = self._disabled.get(name)
+        if reason is None:
+            coverage = self.coverage(module)
+            reason = None if coverage.covered else coverage.reason
+        batch = call_batch(name, module, args, kwargs, self._batch_dim(module))
+        if reason is None and batch is None:
+            reason = f"no tensor input with a batch dim {self._batch_dim(module)}"
         flat = tree_flatten(output)[0]
-        slots = tuple(
-            i for i, t in enumerate(flat) if isinstance(t, Tensor) and t.requires_grad
-        )
-        if not slots:
+        slots = tuple(i for i, t in enumerate(flat) if isinstance(t, Tensor) and t.requires_grad)
+        if reason is None and not slots:
+            reason = NO_OUTPUT
+        if reason is None and self._resolved and batch.size != self._batch_size:
+            reason = f"input has batch size {batch.size} during the backward, not {self._batch_size}"
+        if reason is not None:
+            self._skip(layer, reason, params.values())
             return
-        kernel = self._registry.lookup(module)[1]
-        inputs = KernelInputs(
-            args=tree_map(_detach, args),
-            kwargs=tree_map(_detach, kwargs),
-            batch_dim=self._batch_dim(module),
-            batch_size=self._batch_size,
-            output_slots=slots,
-        )
-        if kernel in READS_OUTPUT and len(flat) == 1 and type(flat[0]) is Tensor:
-            # <G_i, W> = sum_t b_it . (y_it - bias): keep y (a reference; autograd usually
-            # keeps it anyway) with the versions that tell an in-place edit since now
-            output = flat[0].detach()
-            weights = [getattr(module, attr, None) for attr in ("weight", "bias")]
-            inputs.output = output
-            inputs.versions = tuple(
-                (t, t._version) for t in (output, *weights) if isinstance(t, Tensor)
-            )
-        use = _Use(
-            name=name,
-            module=module,
-            kernel=kernel,
-            inputs=inputs,
-            params=params,
+        use = Use(
+            name=name, layer=layer, module=module, kernel=self._registry.lookup(module)[1],
+            inputs=self._inputs(module, args, kwargs, batch, slots, flat), params=params,
             out_meta=[(flat[s].shape, flat[s].dtype, flat[s].device) for s in slots],
-            grads=[None] * len(slots),
-            waiting=len(slots),
-            generation=self._generation,
-            edges=[_gradient_edge(flat[s]) for s in slots],
+            grads=[None] * len(slots), waiting=len(slots), generation=self._generation,
+            edges=[gradient_edge(flat[s]) for s in slots], batch=batch,
+            in_backward=graph_task() != -1,
         )
         for attr, param in params.items():
             entry = self._entries.get(id(param))
             if entry is None:
                 qualname = f"{name}.{attr}" if name else attr
-                entry = _Entry(param, layer=qualname.rpartition(".")[0], qualname=qualname)
+                entry = Entry(param, layer=owner_layer(qualname.rpartition(".")[0]), qualname=qualname)
                 self._entries[id(param)] = entry
                 self._layer_order.setdefault(entry.layer, None)
             entry.remaining += 1
@@ -221,67 +197,96 @@ class PerSampleEngine:
         for rank, slot in enumerate(slots):
             flat[slot].register_hook(functools.partial(self._on_grad, use, rank))
 
-    def _skip_reason(self, name: str, module: nn.Module, args: tuple, kwargs: dict):
-        """Why this call is not recorded, or None; sets B on the first recorded call."""
-        if name in self._disabled:
-            return "disabled after a kernel failure"
-        coverage = self.coverage(module)
-        if not coverage.covered:
-            return coverage.reason
-        batch_dim = self._batch_dim(module)
-        main = next((t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)), None)
-        if main is None or main.dim() <= batch_dim:
-            return f"no tensor input with a batch dim {batch_dim}"
-        if self._batch_size is None:
-            self._batch_size = main.shape[batch_dim]
-        elif main.shape[batch_dim] != self._batch_size:
-            if self.config.batch_dim is None and isinstance(getattr(module, "batch_first", None), bool):
-                # A module that declares its layout disagrees with the batch size taken from
-                # dim 0 of earlier layers: a sequence-first model; B was wrong for them.
-                self.batch_conflict = (name, batch_dim, main.shape[batch_dim], self._batch_size)
-            return (
-                f"input has size {main.shape[batch_dim]} at batch dim {batch_dim}, "
-                f"the batch size is {self._batch_size}: an input shared by the whole batch "
-                "(e.g. position ids) hides per-sample gradients from output hooks"
+    def _inputs(self, module, args, kwargs, batch: CallBatch, slots, flat) -> KernelInputs:
+        inputs = KernelInputs(
+            args=tree_map(detach, args), kwargs=tree_map(detach, kwargs),
+            batch_dim=self._batch_dim(module), batch_size=batch.size, output_slots=slots,
+        )
+        kernel = self._registry.lookup(module)[1]
+        if kernel in READS_OUTPUT and len(flat) == 1 and type(flat[0]) is Tensor:
+            # <G_i, W> = sum_t b_it . (y_it - bias): keep y (a reference; autograd usually
+            # keeps it anyway) with the versions that tell an in-place edit since now
+            output = flat[0].detach()
+            weights = [module._parameters.get(attr) for attr in ("weight", "bias")]
+            inputs.output = output
+            inputs.versions = tuple(
+                (t, t._version) for t in (output, *weights) if isinstance(t, Tensor)
             )
-        return None
+        return inputs
 
-    batch_conflict: tuple[str, int, int, int] | None = None  # (layer, dim, its B, inferred B)
+    def _skip(self, layer: str, reason: str, params: Any) -> None:
+        """A call that is not recorded: its layer gets no rows this step, and every
+        parameter it uses is unrecorded (a partial sum over its uses would be wrong)."""
+        self.skipped[layer] = reason
+        self._missing.setdefault(layer, reason)
+        self._uncaptured.update(id(p) for p in params)
 
     def _batch_dim(self, module: nn.Module) -> int:
         if self.config.batch_dim is not None:
             return self.config.batch_dim
         return 1 if getattr(module, "batch_first", True) is False else 0
 
+    def _resolve(self) -> None:
+        """Once per forward, when its backward starts: B, broadcast calls, disagreement."""
+        if self._resolved:
+            return
+        self._resolved = True
+        uses = [u for u in self._uses if not u.done]
+        result = resolve([u.batch for u in uses])
+        for index, reason in result.broadcast.items():
+            uses[index].done = True
+            self._skip(uses[index].layer, reason, uses[index].params.values())
+        if result.conflict is not None:
+            if result.layout_hint is not None and self.config.batch_dim is None:
+                hint, first = uses[result.layout_hint], uses[0]
+                self.batch_conflict = (hint.name, hint.inputs.batch_dim, hint.batch.size, first.batch.size)
+            self._drop = self._drop or result.conflict
+        self._batch_size = result.batch
+        for use in uses:
+            use.inputs.batch_size = result.batch
+
     # ----------------------------------------------------------------- backward side
-    def _on_grad(self, use: _Use, rank: int, grad: Tensor) -> None:
-        if self.suspended or use.generation != self._generation or use.done:
+    def _on_grad(self, use: Use, rank: int, grad: Tensor) -> None:
+        if self.suspended or torch.compiler.is_compiling():
             return
         try:
-            if use.grads[rank] is not None:  # a second backward through the same graph
-                use.grads[rank] = use.grads[rank] + grad.detach()
-                return
-            use.grads[rank] = grad.detach()
-            use.waiting -= 1
-            if use.waiting == 0:
-                self._evaluate(use)
+            if use.generation != self._generation:
+                self._stale(use)
+            elif torch.is_grad_enabled():  # autograd runs this backward with create_graph=True
+                self._drop = self._drop or DOUBLE_BACKWARD
+            elif not use.in_backward and self._task not in (None, graph_task()):
+                self._drop = self._drop or SEVERAL_PASSES
+            elif not use.done:
+                self._task = self._task if use.in_backward else graph_task()
+                self._resolve()
+                if use.done or use.grads[rank] is not None:
+                    return
+                use.grads[rank] = grad.detach()
+                use.waiting -= 1
+                if use.waiting == 0 and not self._drop:
+                    self._evaluate(use)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(use.name, error)
 
-    def _evaluate(self, use: _Use) -> None:
-        """Run the kernel on one call (missing output gradients are zeros) and free it."""
+    def _evaluate(self, use: Use) -> None:
+        """Run the kernel on one call (missing output gradients are zeros) and free it; a
+        call captured during a backward that got no gradient (a checkpoint's recomputation
+        that is never backpropagated) is dropped, not counted as zeros."""
         use.done = True
+        use.received = any(g is not None for g in use.grads)
         contributions: dict[str, Contribution] = {}
+        dropped = use.in_backward and not use.received
         try:
-            if use.inputs is not None and all(g is None for g in use.grads):
-                _check_output_not_rewritten(use.inputs)
-            if any(g is not None for g in use.grads):
+            if use.inputs is not None and not use.received:
+                check_output_not_rewritten(use.inputs)
+            if use.received and not self._drop:
                 backprops = tuple(
                     g if g is not None else torch.zeros(shape, dtype=dtype, device=device)
                     for g, (shape, dtype, device) in zip(use.grads, use.out_meta, strict=True)
                 )
                 self._in_kernel = True
                 contributions = use.kernel(use.module, use.inputs, backprops)
+                self._methods[use.layer] = self._method(use.module)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(use.name, error)
             for param in use.params.values():
@@ -293,18 +298,30 @@ class PerSampleEngine:
             entry = self._entries[id(param)]
             if attr in contributions:
                 entry.contributions.append(contributions[attr])
+            entry.live += 0 if dropped else 1
             entry.remaining -= 1
             if entry.remaining == 0:
                 self._finish(entry)
 
-    def _finish(self, entry: _Entry) -> None:
+    def _method(self, module: nn.Module) -> str:
+        """The method a call used: its static one, or the fallback's per-sample loop."""
+        loop = self._registry.fallback.loops.get(type(module))
+        if loop is not None and self._registry.lookup(module)[1] is self._registry.fallback:
+            return f"fallback-loop (vmap failed: {loop})"
+        return self.coverage(module).method
+
+    def _finish(self, entry: Entry) -> None:
         """All uses of a parameter are in: compute its statistics and free its factors."""
         entry.finished = True
         if id(entry.param) in self._uncaptured:
             entry.failed = True
-            self.skipped[entry.layer] = f"{entry.qualname} is shared with an unrecorded module"
+            if entry.layer not in self._missing:
+                self._skip(entry.layer, f"{entry.qualname} is shared with an unrecorded module", ())
+        elif not entry.live:
+            entry.failed = True
+            self._missing.setdefault(entry.layer, RECOMPUTED_ONLY)
         try:
-            if not entry.failed:
+            if not entry.failed and not self._drop:
                 stats = self._param_stats(entry)
                 self.routes[entry.qualname] = stats.route
                 self.weight_dot_routes[entry.qualname] = stats.weight_dot_route
@@ -315,9 +332,9 @@ class PerSampleEngine:
         finally:
             entry.contributions = []
         if entry.failed:
-            self._failed_layers.add(entry.layer)
+            self._missing.setdefault(entry.layer, "a parameter of the layer failed")
 
-    def _param_stats(self, entry: _Entry) -> ParamStats:
+    def _param_stats(self, entry: Entry) -> ParamStats:
         param = entry.param
         dtype = torch.promote_types(param.dtype, torch.float32)
         projection = None
@@ -329,98 +346,19 @@ class PerSampleEngine:
             param, entry.contributions, projection, self.config.gram, self.config.route
         )
 
-    # ----------------------------------------------------------------- per-sample tasks
-    def task_targets(self, batch: int) -> TaskTargets:
-        """The pending calls whose kernels can split per-sample gradients by task.
-
-        Factored (Linear, Conv, Embedding, GPT-2 Conv1D) and norm-affine families only:
-        the torch.func fallback would replay the module once per task, so its layers are
-        left out of per-sample task conflict. Call between the forward and the backward;
-        differentiate the tasks with respect to ``edges`` and pass the result to
-        ``task_sample_gram``. Empty when ``batch`` (the task losses' B) is not the B the
-        engine saw.
-        """
-        if batch != self._batch_size:
-            return TaskTargets(uses=[], edges=[])
-        uses = [
-            use
-            for use in self._uses
-            if use.generation == self._generation and not use.done and use.inputs is not None
-            and use.edges and all(e is not None for e in use.edges) and use.name not in self._disabled
-            and self._registry.lookup(use.module)[0] in (FACTORED, NORM_AFFINE)
-        ]
-        return TaskTargets(uses=uses, edges=[edge for use in uses for edge in use.edges])
-
-    def task_sample_gram(
-        self, targets: TaskTargets, output_grads: Sequence[Tensor | None], tasks: int
-    ) -> dict[str, Tensor]:
-        r"""Per layer, D[i, a, b] = <g_i^a, g_i^b>: [B, K, K] per-sample cross-task dots.
-
-        ``output_grads[e]`` is [K, *output shape] (row k: the gradient of task k's summed
-        per-sample loss with respect to ``targets.edges[e]``), or None when no task reaches
-        that output. Row i of an output gradient is then sample i's own loss gradient, so D
-        is in the per-sample-loss convention (no rescaling). Each call's kernel runs once
-        per task; ``kernels.stats.task_dots`` combines a parameter's uses. A layer is
-        reported only when every use of each of its parameters is a target. Does not touch
-        the state ``collect`` uses; raises on failure (the caller guards).
-        """
-        batch = self._batch_size
-        if batch is None or not targets.uses:
-            return {}
-        targeted: dict[int, int] = {}
-        for use in targets.uses:
-            for param in use.params.values():
-                targeted[id(param)] = targeted.get(id(param), 0) + 1
-        layers = self._task_layers(targeted)
-        per_param: dict[int, list[list[Contribution]]] = {}
-        grads = iter(output_grads)
-        for use in targets.uses:
-            use_grads = [next(grads) for _ in use.edges]
-            if all(g is None for g in use_grads) or not all(
-                self._entries[id(p)].layer in layers for p in use.params.values()
-            ):
-                continue
-            for task in range(tasks):
-                for attr, contribution in self._task_contributions(use, use_grads, task).items():
-                    slots = per_param.setdefault(id(use.params[attr]), [[] for _ in range(tasks)])
-                    slots[task].append(contribution)
-        result: dict[str, Tensor] = {}
-        for layer in self._layer_order:
-            for entry in layers.get(layer, []):
-                contributions = per_param.get(id(entry.param), [[] for _ in range(tasks)])
-                dots = task_dots(entry.param, contributions, batch, self.config.route)
-                result[layer] = dots if layer not in result else result[layer] + dots
-        return result
-
-    def _task_layers(self, targeted: dict[int, int]) -> dict[str, list[_Entry]]:
-        """Layers all of whose parameters have every pending use among the targets."""
-        layers: dict[str, list[_Entry]] = {}
-        excluded: set[str] = set(self._failed_layers)
-        for entry in self._entries.values():
-            whole = targeted.get(id(entry.param), 0) == entry.remaining > 0
-            if entry.failed or entry.finished or id(entry.param) in self._uncaptured or not whole:
-                excluded.add(entry.layer)
-            layers.setdefault(entry.layer, []).append(entry)
-        return {name: entries for name, entries in layers.items() if name not in excluded}
-
-    def _task_contributions(
-        self, use: _Use, grads: list[Tensor | None], task: int
-    ) -> dict[str, Contribution]:
-        """One call's kernel on task ``task``'s output gradients (missing ones are zeros)."""
-        backprops = tuple(
-            g[task] if g is not None else torch.zeros(shape, dtype=dtype, device=device)
-            for g, (shape, dtype, device) in zip(grads, use.out_meta, strict=True)
-        )
-        self._in_kernel = True
-        try:
-            return use.kernel(use.module, use.inputs, backprops)
-        finally:
-            self._in_kernel = False
-
     # ----------------------------------------------------------------- end of backward
-    def collect(self, scale: float | Tensor) -> dict[str, LayerStats]:
-        """Per-layer statistics of this backward in the per-sample-loss convention; clears."""
+    def collect(self, scale: float | Tensor, step: int | None = None) -> dict[str, LayerStats]:
+        """Per-layer statistics of this backward in the per-sample-loss convention; clears.
+
+        Feeds the coverage ledger with ``step`` (default: the step given to ``capture``).
+        Called inside a running backward (the nested backward of a reentrant checkpoint), it
+        returns {} and keeps the state for the outer backward's collect.
+        """
+        if graph_task() != -1:
+            return {}
+        step = self._step if step is None else step
         try:
+            self._resolve()
             for use in self._uses:
                 if not use.done and use.generation == self._generation:
                     self._evaluate(use)
@@ -428,15 +366,17 @@ class PerSampleEngine:
                 if not entry.finished:
                     self._finish(entry)
             result = {}
-            for layer in self._layer_order:
-                if layer in self._failed_layers or layer not in self._layer_stats:
-                    continue
-                result[layer] = _combine(self._layer_stats[layer], scale)
+            if not self._drop and self.batch_conflict is None:
+                for layer in self._layer_order:
+                    if layer not in self._missing and layer in self._layer_stats:
+                        result[layer] = _combine(self._layer_stats[layer], scale)
+            self._note(step, result)
             return result
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail("<collect>", error)
             return {}
         finally:
+            self._last_collect = (self._generation, step)
             self._clear()
 
     def discard(self) -> None:
@@ -446,40 +386,25 @@ class PerSampleEngine:
     def _clear(self) -> None:
         self._generation += 1
         self._batch_size: int | None = None
-        self._uses: list[_Use] = []
-        self._entries: dict[int, _Entry] = {}
+        self._resolved = False
+        self._uses: list[Use] = []
+        self._entries: dict[int, Entry] = {}
         self._layer_order: dict[str, None] = {}
         self._layer_stats: dict[str, list[ParamStats]] = {}
-        self._failed_layers: set[str] = set()
+        self._missing: dict[str, str] = {}  # layer -> why it has no rows this backward
+        self._methods: dict[str, str] = {}  # layer -> the method its kernel used
         self._uncaptured: set[int] = set()
+        self._drop: str | None = None  # why this backward's values are all dropped
+        self._task: int | None = None  # the autograd graph task of this backward
+        self._retracted = False
 
     def _fail(self, name: str, error: BaseException) -> None:
         message = str(error).strip().splitlines()
         reason = f"{type(error).__name__}: {message[0] if message else ''}"
         self.failures.append((name, reason))
-        self._disabled.add(name)
-
-
-def _check_output_not_rewritten(inputs: KernelInputs) -> None:
-    """No output gradient arrived and the kept output was modified in place: torch drops a
-    tensor hook when a view (e.g. a Linear's output on [B, T, d]) is modified in place, so
-    zeros would be wrong. Raise (the layer fails) rather than report g_i = 0."""
-    if inputs.output is not None and inputs.output._version != inputs.versions[0][1]:
-        raise RuntimeError(
-            "the layer's output was modified in place and its gradient hook never fired"
-        )
-
-
-def _gradient_edge(tensor: Tensor) -> Any:
-    """Where a task backward can stop at this output (``task_targets``); None if unavailable."""
-    try:
-        return get_gradient_edge(tensor)
-    except Exception:  # noqa: BLE001 - only per-sample task conflict needs it
-        return None
-
-
-def _detach(x: Any) -> Any:
-    return x.detach() if isinstance(x, Tensor) else x
+        self._disabled[name] = f"disabled after a kernel failure ({reason})"
+        if not name.startswith("<"):
+            self._missing[owner_layer(name)] = f"kernel failed ({reason})"
 
 
 def _zero_stats(

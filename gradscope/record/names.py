@@ -3,37 +3,85 @@
 The first time a module with parameters runs and is not yet known, it is a root: all
 its submodules and parameters get their qualified names from it. Its forward pre-hook
 fires before any child's, so children are named before they run. Later roots are
-prefixed with their class name and index (``Discriminator1.fc``). Entries are weak:
-gradscope never keeps a user's model alive.
+prefixed with their class name and index (``Discriminator1.fc``). A root that contains
+earlier roots takes them over: their modules are renamed under it (a parametrization or a
+submodule that ran on its own before the model did). Names are the user's:
+
+- ``torch.compile(model)`` returns an ``OptimizedModule`` whose ``_orig_mod`` is the model:
+  ``_orig_mod.`` never appears in a name.
+- Parametrization internals (``ParametrizationList``, and what runs inside it) never become
+  roots; a parametrized weight is ``fc.parametrizations.weight.original`` in layer ``fc``.
+
+Entries are weak: gradscope never keeps a user's model alive.
 """
 
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.weak import WeakIdKeyDictionary
+
+ORIG_MOD = "_orig_mod"
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """An ``OptimizedModule`` (``torch.compile(m)``) or a module compiled in place (``m.compile()``)."""
+    return ORIG_MOD in module._modules or module.__dict__.get("_compiled_call_impl") is not None
+
+
+def user_name(name: str) -> str:
+    """The name without torch.compile's ``_orig_mod`` segments."""
+    return ".".join(part for part in name.split(".") if part != ORIG_MOD)
+
+
+def owner_layer(name: str) -> str:
+    """The layer of a module name: a parametrization's owner (``fc.parametrizations.weight`` -> ``fc``)."""
+    parts = name.split(".")
+    if "parametrizations" in parts:
+        return ".".join(parts[: parts.index("parametrizations")])
+    return name
+
+
+def is_parametrization(module: nn.Module) -> bool:
+    return isinstance(module, parametrize.ParametrizationList)
 
 
 class ModuleNames:
     def __init__(self) -> None:
         self._modules: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+        self._owner: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         # tensors compare by value, so parameters are keyed by identity
         self._params: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._roots: list[weakref.ref[nn.Module]] = []
 
     def add_root(self, root: nn.Module) -> bool:
         """Name ``root``'s tree unless known; returns True when a new root was added."""
-        if root in self._modules or next(root.parameters(), None) is None:
+        if ORIG_MOD in root._modules:  # torch.compile(model): name the model, alias the wrapper
+            inner = root._modules[ORIG_MOD]
+            added = self.add_root(inner)
+            if inner in self._modules:
+                self._modules[root] = self._modules[inner]
+            return added
+        if root in self._modules or is_parametrization(root) or next(root.parameters(), None) is None:
             return False
+        taken = {id(r) for r in self.roots() if any(m is r for m in root.modules())}
+        self._roots = [ref for ref in self._roots if (r := ref()) is not None and id(r) not in taken]
         prefix = f"{type(root).__name__}{len(self._roots)}." if self._roots else ""
         self._roots.append(weakref.ref(root))
-        for name, module in root.named_modules():
-            self._modules.setdefault(module, (prefix + name).rstrip("."))
+        for name, module in root.named_modules(remove_duplicate=False):
+            if module in self._modules and self._owner.get(module) not in taken:
+                continue
+            self._modules[module] = user_name(prefix + name).rstrip(".")
+            self._owner[module] = id(root)
             for param_name, param in module.named_parameters(recurse=False):
+                if param in self._params and self._params[param][2] not in taken:
+                    continue  # shared (tied): named by the first module that holds it
                 layer = self._modules[module]
-                self._params.setdefault(param, (layer, f"{layer}.{param_name}".lstrip(".")))
+                self._params[param] = (owner_layer(layer), f"{layer}.{param_name}".lstrip("."), id(root))
         return True
 
     def module(self, module: nn.Module) -> str | None:
@@ -43,9 +91,9 @@ class ModuleNames:
         """(layer, parameter) names; parameters outside every known root get a stand-in."""
         found = self._params.get(param)
         if found is None:
-            found = ("<unnamed>", f"<unnamed>.{len(self._params)}")
+            found = ("<unnamed>", f"<unnamed>.{len(self._params)}", None)
             self._params[param] = found
-        return found
+        return found[0], found[1]
 
     def roots(self) -> list[nn.Module]:
         return [root for ref in self._roots if (root := ref()) is not None]
@@ -60,26 +108,36 @@ class ModuleNames:
         return list(seen.values())
 
     def layer_table(self, coverage) -> list[dict]:
-        """meta.json's layer table: one entry per module with direct parameters."""
+        """meta.json's layer table: one entry per module with direct parameters (a
+        parametrized module's entry also lists ``parametrizations.<name>.original``)."""
         table = []
         for root in self.roots():
             for module in root.modules():
-                params = list(module.named_parameters(recurse=False))
-                if not params:
+                params = layer_parameters(module)
+                if is_parametrization(module) or not params:
                     continue
                 judged = coverage(module)
-                table.append(
-                    {
-                        "name": self._modules.get(module, "?"),
-                        "type": type(module).__name__,
-                        "params": [
-                            {"name": n, "shape": list(p.shape), "numel": p.numel()}
-                            for n, p in params
-                        ],
-                        "numel": sum(p.numel() for _, p in params),
-                        "method": judged.method,
-                        "covered": judged.covered,
-                        "reason": judged.reason,
-                    }
-                )
+                name = self._modules.get(module, "?")
+                owners = {self.param(p)[0] for _, p in params}
+                entry = {
+                    "name": name,
+                    "type": type(module).__name__,
+                    "params": [{"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in params],
+                    "numel": sum(p.numel() for _, p in params),
+                    "method": judged.method,
+                    "covered": judged.covered,
+                    "reason": judged.reason,
+                }
+                if name not in owners and len(owners) == 1:  # tied: reported under the first user
+                    entry["reported_under"] = owners.pop()
+                table.append(entry)
         return table
+
+
+def layer_parameters(module: nn.Module) -> list[tuple[str, Any]]:
+    """A layer's parameters: its direct ones and, when parametrized, the originals."""
+    params = list(module.named_parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        for attr, plist in module.parametrizations.items():
+            params += [(f"parametrizations.{attr}.{n}", p) for n, p in plist.named_parameters(recurse=False)]
+    return params

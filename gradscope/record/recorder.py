@@ -33,7 +33,7 @@ from gradscope.record.config import RecordConfig
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
-from gradscope.record.names import ModuleNames
+from gradscope.record.names import ModuleNames, is_compiled
 from gradscope.record.optim import hparams, optimizer_params
 from gradscope.record.reduction import Reduction, detect_reduction, per_sample_factor
 from gradscope.record.rows import MicroStats, StepRecord
@@ -232,10 +232,16 @@ class Recorder(Callbacks):
     # forward -------------------------------------------------------------------------
 
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        if torch.compiler.is_compiling():  # Dynamo traces global hooks: stay out of graphs
+            return
         if not self._explicit_model and self._names.module(module) is None:
             self._layers_dirty |= self._names.add_root(module)
+        if self._engine is not None and is_compiled(module):
+            self._layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if torch.compiler.is_compiling():  # Dynamo traces global hooks: stay out of graphs
+            return
         engine = self._engine
         if engine is None or engine.suspended or engine.replaying or not torch.is_grad_enabled():
             return
@@ -248,7 +254,7 @@ class Recorder(Callbacks):
         name = self._names.module(module) if has_params else None
         if name is not None:
             self._last_module = weakref.ref(module)  # the output head, once the forward ends
-            self._engine.capture(name, module, args, kwargs, output)
+            self._engine.capture(name, module, args, kwargs, output, step=self.step)
 
     # backward ------------------------------------------------------------------------
 
@@ -504,6 +510,8 @@ class Recorder(Callbacks):
             return
         if self._names.roots():  # the model may be gone by the time the process exits
             self._layer_table = self._names.layer_table(self._coverage)
+        if self._engine is not None:  # covered = rows recorded (coverage from evidence)
+            self._layer_table = self._engine.ledger.layer_table(self._layer_table)
         fields: dict[str, Any] = {
             "head": self._head,
             "epoch_starts": self._epochs.starts,

@@ -45,7 +45,7 @@ def engine_stats(
         losses = per_sample_loss()
         loss = losses.mean() if reduction == "mean" else losses.sum()
         loss.backward()
-        stats = engine.collect(losses.shape[0] if reduction == "mean" else 1.0)
+        stats = engine.collect(losses.shape[0] if reduction == "mean" else 1.0, step=0)
     model.zero_grad(set_to_none=True)
     return stats, engine
 

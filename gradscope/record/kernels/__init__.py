@@ -17,6 +17,7 @@ from gradscope.record.kernels.attention import (
     is_gpt2_conv1d,
     multihead_attention_kernel,
 )
+from gradscope.record.kernels.bag import embedding_bag_kernel
 from gradscope.record.kernels.base import Kernel, trainable
 from gradscope.record.kernels.conv import conv_kernel
 from gradscope.record.kernels.embedding import embedding_kernel
@@ -76,6 +77,7 @@ def default_table() -> dict[type[nn.Module], tuple[str, Kernel]]:
         nn.Conv2d: (FACTORED, conv_kernel),
         nn.Conv3d: (FACTORED, conv_kernel),
         nn.Embedding: (FACTORED, embedding_kernel),
+        nn.EmbeddingBag: (FACTORED, embedding_bag_kernel),
         nn.LayerNorm: (NORM_AFFINE, layer_norm_kernel),
         nn.RMSNorm: (NORM_AFFINE, rms_norm_kernel),
         nn.GroupNorm: (NORM_AFFINE, group_norm_kernel),

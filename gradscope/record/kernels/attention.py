@@ -54,7 +54,7 @@ def multihead_attention_kernel() -> FallbackKernel:
 
 def is_gpt2_conv1d(module: nn.Module) -> bool:
     """Hugging Face's Conv1D, detected by class name and shapes (no transformers import)."""
-    weight = getattr(module, "weight", None)
+    weight = module._parameters.get("weight")  # never a parametrized attribute (side effects)
     return (
         type(module).__name__ == "Conv1D"
         and isinstance(weight, Tensor)

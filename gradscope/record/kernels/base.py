@@ -131,8 +131,7 @@ def output_dot(
         return None
     if any(t._version != version for t, version in inputs.versions):
         return None
-    bias = getattr(module, "bias", None)
-    bias = bias if isinstance(bias, Tensor) else None
+    bias = module._parameters.get("bias")  # never a parametrized attribute
     return OutputDot(
         grad=backprops[0].movedim(inputs.batch_dim, 0),
         output=y.movedim(inputs.batch_dim, 0),

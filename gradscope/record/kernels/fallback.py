@@ -22,9 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_unflatten
 
 from gradscope.record.kernels.base import Contribution, Dense, KernelInputs, trainable
+
+PARAMETRIZED = (
+    "parametrized weight (e.g. spectral_norm, weight_norm): reading it re-runs the parametrization, "
+    "whose side effects (spectral_norm's power iteration) would change training"
+)
 
 # (module, argument position or keyword, leaf, batch_dim, B) -> the leaf's batch dim or None
 InputDim = Callable[[nn.Module, "int | str", Tensor, int, int], "int | None"]
@@ -47,8 +53,12 @@ def default_output_dim(module: nn.Module, rank: int, grad: Tensor, bd: int, b: i
 
 
 def replay_problem(module: nn.Module) -> str | None:
-    """Why the module's forward cannot be replayed exactly (random ops), or None."""
+    """Why the module's forward cannot be replayed exactly (random ops, side effects), or None."""
     for sub in module.modules():
+        if parametrize.is_parametrized(sub) or isinstance(sub, parametrize.ParametrizationList):
+            return PARAMETRIZED
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.training and sub.track_running_stats:
+            return "a BatchNorm inside the module would update its running stats on a replay"
         if not sub.training:
             continue
         if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:
@@ -78,7 +88,8 @@ class FallbackKernel:
     ) -> None:
         self.input_dim = input_dim
         self.output_dim = output_dim
-        self._loop_types: set[type] = set()  # module types whose ops vmap could not batch
+        # module types whose ops vmap could not batch -> why (they run a per-sample loop)
+        self.loops: dict[type, str] = {}
 
     def __call__(
         self, module: nn.Module, inputs: KernelInputs, backprops: tuple[Tensor, ...]
@@ -113,14 +124,15 @@ class FallbackKernel:
         tensors = [leaves[i] for i in positions]
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            if type(module) not in self._loop_types:
+            if type(module) not in self.loops:
                 try:
                     grads = vmap(per_sample, in_dims=(None, in_dims, out_dims))(
                         params, tensors, list(backprops)
                     )
                     return {k: Dense(v) for k, v in grads.items()}
-                except (RuntimeError, NotImplementedError, ValueError):
-                    self._loop_types.add(type(module))
+                except (RuntimeError, NotImplementedError, ValueError) as error:
+                    first = (str(error).strip().splitlines() or [""])[0][:120]
+                    self.loops[type(module)] = f"{type(error).__name__}: {first}"
             grads = _loop(per_sample, params, tensors, in_dims, list(backprops), out_dims, b)
         return {k: Dense(v) for k, v in grads.items()}
 
