@@ -8,6 +8,11 @@ points have no global hook and are wrapped while recording: ``torch.autograd.bac
 boundaries: each fresh iteration of the training loader starts an epoch). Every callback runs under
 ``Guard``: an exception disables that callback, is reported once, and never reaches the
 training loop.
+
+A backward call made while a wrapped one runs (reentrant gradient checkpointing calls
+``torch.autograd.backward`` from inside the backward pass, on another thread on CUDA)
+passes straight through: one depth counter for the process, not per thread. A backward
+that raises is reported (``backward_raised``) and the exception goes on to the script.
 """
 
 from __future__ import annotations
@@ -50,10 +55,11 @@ class Callbacks:
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None: ...
     def backward_begin(self, tensors: Any) -> None: ...
     def backward_end(self) -> None: ...
+    def backward_raised(self, error: BaseException) -> None: ...
     def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def loader_started(self, loader: Any) -> None: ...
-    def scaler_scaled(self, scaler: Any) -> None: ...
+    def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None: ...
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
         ...
 
@@ -68,6 +74,7 @@ class GlobalHooks:
         self._guard = guard
         self._handles: list[Any] = []
         self._restore: list[tuple[Any, str, Any]] = []
+        self._depth = 0  # wrapped backward calls running (process-wide, see module doc)
 
     def install(self) -> None:
         g, c = self._guard, self._callbacks
@@ -106,12 +113,23 @@ class GlobalHooks:
     def _backward_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         begin = self._guard("backward_begin", self._callbacks.backward_begin)
         end = self._guard("backward_end", self._callbacks.backward_end)
+        raised = self._guard("backward_raised", self._callbacks.backward_raised)
 
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            begin(tensors)
-            result = original(tensors, *args, **kwargs)
-            end()
-            return result
+            if self._depth:
+                return original(tensors, *args, **kwargs)
+            self._depth += 1
+            try:
+                begin(tensors)
+                try:
+                    result = original(tensors, *args, **kwargs)
+                except BaseException as error:
+                    raised(error)
+                    raise
+                end()
+                return result
+            finally:
+                self._depth -= 1
 
         return backward
 
@@ -129,7 +147,7 @@ class GlobalHooks:
 
         def scale(scaler: Any, outputs: Any) -> Any:
             result = original(scaler, outputs)
-            scaled(scaler)
+            scaled(scaler, outputs, result)
             return result
 
         return scale
