@@ -50,7 +50,8 @@ def _loss_node_exact(node: object, code: int) -> bool | torch.Tensor:
 
 
 def detect_reduction(loss: torch.Tensor) -> Reduction:
-    """Walk scalar Mul/Div (and Add, which makes f an assumption) down to the reduction."""
+    """Walk scalar Mul/Div (and Add, which makes f an assumption: k then counts only the
+    factors above the first Add) down to the reduction."""
     node, factor, plain = loss.grad_fn, 1.0, True
     for _ in range(16):  # scalar arithmetic stacked on a reduction is shallow
         if node is None:
@@ -65,12 +66,11 @@ def detect_reduction(loss: torch.Tensor) -> Reduction:
             exact = _loss_node_exact(node, code)
             return Reduction("mean" if code == _MEAN else "sum", factor, exact if plain else False)
         scalar = _scalar(getattr(node, "_saved_other", None))
-        if name.startswith("Div") and scalar:
-            factor *= scalar
-        elif name.startswith("Mul") and scalar:
-            factor /= scalar
-        elif name.startswith("Add"):
+        if name.startswith("Add"):
             plain = False  # reg + ce, label smoothing: the first term's reduction is a guess
+        elif scalar and name.startswith(("Div", "Mul")):
+            if plain:  # factors inside one term of a sum are that term's, not the loss's
+                factor = factor * scalar if name.startswith("Div") else factor / scalar
         else:
             break
         node = node.next_functions[0][0]
