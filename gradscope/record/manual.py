@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gradscope.record import scalars
+from gradscope.record.optim import InitialWeights, before_step
 
 Tensors = list[torch.Tensor]
 
@@ -25,22 +25,13 @@ Tensors = list[torch.Tensor]
 class ManualStep:
     """State right after a backward in a script that has stepped no optimizer."""
 
-    def __init__(self, params: Tensors, measure: Any | None) -> None:
+    def __init__(self, params: Tensors, measure: Any | None, initial: InitialWeights) -> None:
         self.params = params
         self._grads = [_grad_state(p.grad) for p in params]
         self._versions = [p._version for p in params]
-        self.values: dict[str, torch.Tensor] = {}
-        self.before: Tensors | None = None
-        if measure is not None:  # a recorded step: values for the layers table
-            self.values = {
-                name: value
-                for name, value in (
-                    ("grad_norm", measure("grad norms", scalars.grad_norms)(params)),
-                    ("weight_norm", measure("weight norms", scalars.norms)(params)),
-                )
-                if value is not None
-            }
-            self.before = measure("weight snapshot", scalars.snapshot)(params)
+        # a recorded step: the values an optimizer's pre hook would read (optim.before_step)
+        self.pre = None if measure is None else before_step(params, measure, initial, closure=False)
+        self.before: Tensors | None = None if self.pre is None else self.pre["before"]
 
     def accumulating(self) -> bool:
         """The gradients were left to accumulate: nobody zeroed, replaced or stepped."""

@@ -26,31 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from gradscope.record import active, scalars
 from gradscope.record.config import RecordConfig
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
+from gradscope.record.losses import BackwardLoss, Scaled, loss_of
 from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames
-from gradscope.record.optim import hparams, optimizer_params
-from gradscope.record.reduction import Reduction, detect_reduction, per_sample_factor
+from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
+from gradscope.record.reduction import Reduction, per_sample_factor, step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
-
-
-@dataclass
-class _Loss:
-    """The loss of the running backward call, as the script computed it (unscaled)."""
-
-    value: torch.Tensor | None  # 0-dim, detached; None when the root is not a scalar
-    reduction: Reduction | None
-    scale: torch.Tensor | None  # the GradScaler scale the root was multiplied by
 
 
 @dataclass
@@ -107,7 +98,7 @@ class Recorder(Callbacks):
         optimizers = optimizer if isinstance(optimizer, list) else [optimizer] if optimizer else []
         self._only_optimizers = weakref.WeakSet(optimizers) if optimizers else None
         self._optimizer_index: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._initial = WeakIdKeyDictionary()
+        self._initial = InitialWeights()
         self._has_params: weakref.WeakKeyDictionary[torch.nn.Module, bool] = (
             weakref.WeakKeyDictionary()
         )
@@ -122,8 +113,8 @@ class Recorder(Callbacks):
         self._pending = _Pending()
         self._steps = StepMachine()
         self._stepping: Any = None  # the optimizer whose step() runs
-        self._loss: _Loss | None = None
-        self._scaled: tuple[Any, Any, torch.Tensor] | None = None  # scaler.scale(): result, input, scale
+        self._loss: BackwardLoss | None = None
+        self._scaled: Scaled | None = None  # the last scaler.scale() call
         self.steps_emitted = 0
         self._start = time.perf_counter()
         self._last_step_end = math.nan
@@ -273,31 +264,12 @@ class Recorder(Callbacks):
             self._close_manual_step(began.closed)
         root = tensors[0] if isinstance(tensors, (tuple, list)) and tensors else tensors
         scaled, self._scaled = self._scaled, None
-        self._loss = self._loss_of(root, scaled) if began.backward.record else None
+        self._loss = loss_of(root, scaled) if began.backward.record else None
         self._own_time += time.perf_counter() - started
 
     def _accumulating(self) -> bool:
         manual = self._pending.manual
         return manual is not None and manual.accumulating()
-
-    @staticmethod
-    def _loss_of(root: Any, scaled: tuple[Any, Any, torch.Tensor] | None) -> _Loss | None:
-        """The script's loss behind the backward root: ``scaler.scale(loss)``'s input when
-        the root is its output (exact), else the root (divided by a scale read since)."""
-        if not isinstance(root, torch.Tensor):
-            return None
-        scale = None if scaled is None else scaled[2]
-        loss, divide = root, scale
-        if scaled is not None and scaled[0]() is root and isinstance(scaled[1](), torch.Tensor):
-            loss, divide = scaled[1](), None
-        if loss.dim() != 0:
-            return _Loss(None, None, scale)
-        reduction = detect_reduction(loss)
-        value = loss.detach()
-        if divide is not None:
-            value = value / divide
-            reduction = replace(reduction, factor=reduction.factor * float(divide))
-        return _Loss(value, reduction, scale)
 
     def backward_end(self) -> None:
         started = time.perf_counter()
@@ -325,7 +297,7 @@ class Recorder(Callbacks):
                 grad_norms = self._measure("grad norms", scalars.grad_norms)
                 pending.pre["grad_norm"] = grad_norms(pending.pre["params"])
         if not self._steps.optimizer_seen:
-            pending.manual = ManualStep(params, self._measure if recorded else None)
+            pending.manual = ManualStep(params, self._measure if recorded else None, self._initial)
         self._own_time += time.perf_counter() - started
 
     def backward_raised(self, error: BaseException) -> None:
@@ -348,7 +320,7 @@ class Recorder(Callbacks):
         for param, value in zip(params, norms):
             self._pending.sum_norm2[id(param)] = value**2
 
-    def _collect_per_sample(self, backward: Backward, loss: _Loss | None) -> None:
+    def _collect_per_sample(self, backward: Backward, loss: BackwardLoss | None) -> None:
         if self._engine is None:
             return
         scale = None if loss is None else loss.scale
@@ -402,13 +374,8 @@ class Recorder(Callbacks):
         manual = self._pending.manual
         params = manual.params if manual is not None else []
         per_param: dict[str, torch.Tensor] = {}
-        if manual is not None and manual.before is not None:
-            per_param = dict(manual.values)
-            measured = {
-                "update_norm": self._measure("update norms", scalars.distances)(params, manual.before),
-                "init_distance": self._measure("init distance", self._init_distance)(params, manual.before),
-            }
-            per_param.update({k: v for k, v in measured.items() if v is not None})
+        if manual is not None and manual.pre is not None:
+            per_param = after_step(manual.pre, self._measure)
         self._emit(end, optimizer=None, params=params, per_param=per_param)
 
     def _close_steps(self) -> None:
@@ -436,17 +403,7 @@ class Recorder(Callbacks):
         self._steps.optimizer_pre(closure)
         pending.pre = None
         if self._recorded():
-            params = optimizer_params(optimizer)
-            measure = self._measure
-            before = measure("weight snapshot", scalars.snapshot)(params)
-            pending.pre = {
-                "params": params,
-                "weight_norm": measure("weight norms", scalars.norms)(params),
-                "before": before,
-                "grad_norm": None if closure else measure("grad norms", scalars.grad_norms)(params),
-                "init_distance": None if before is None else measure("init distance", self._init_distance)(
-                    params, before),
-            }
+            pending.pre = before_step(optimizer_params(optimizer), self._measure, self._initial, closure)
         self._own_time += time.perf_counter() - started
 
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -459,23 +416,13 @@ class Recorder(Callbacks):
         per_param: dict[str, torch.Tensor] = {}
         params = optimizer_params(optimizer)
         if pre is not None:
-            update = None
-            if pre["before"] is not None:
-                update = self._measure("update norms", scalars.distances)(pre["params"], pre["before"])
-            values = {"weight_norm": pre["weight_norm"], "update_norm": update,
-                      "init_distance": pre["init_distance"], "grad_norm": pre["grad_norm"]}
-            per_param = {k: v for k, v in values.items() if v is not None}
-            params = pre["params"]
+            per_param, params = after_step(pre, self._measure), pre["params"]
         self._own_time += time.perf_counter() - started
         self._emit(end, optimizer=optimizer, params=params, per_param=per_param)
 
     def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None:
         """Keep the scale read when ``scaler.scale()`` ran, and which tensor it scaled."""
-        scale = getattr(scaler, "_scale", None)
-        if not isinstance(scale, torch.Tensor) or not scaler.is_enabled():
-            return
-        refs = [weakref.ref(t) if isinstance(t, torch.Tensor) else (lambda: None) for t in (scaled, outputs)]
-        self._scaled = (refs[0], refs[1], scale.detach().clone().reshape(()))
+        self._scaled = Scaled.of(scaler, outputs, scaled)
 
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
         """GradScaler.step returned without the optimizer stepping: a skipped step."""
@@ -487,15 +434,6 @@ class Recorder(Callbacks):
         self._emit(end, optimizer=optimizer, params=[], per_param={})
 
     # emission ----------------------------------------------------------------------------
-
-    def _init_distance(self, params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
-        """||W_before - W_0|| per parameter; W_0 is the first snapshot seen (kept on the host)."""
-        initial = []
-        for param, value in zip(params, before):
-            if param not in self._initial:
-                self._initial[param] = value.detach().to("cpu", copy=True)
-            initial.append(self._initial[param])
-        return scalars.distances(before, initial)
 
     def _emit(
         self, end: StepEnd, optimizer: Any, params: list[torch.Tensor], per_param: dict[str, torch.Tensor]
@@ -509,7 +447,7 @@ class Recorder(Callbacks):
                 [pending.sum_norm2.get(id(p), nan).to(nan.device) for p in params]
             )
         now = time.perf_counter() - self._start
-        scale, source = _step_factor(pending.factors)
+        scale, source = step_factor(pending.factors)
         record = StepRecord(
             step=end.step,
             rank=self.rank,
@@ -586,11 +524,3 @@ class Recorder(Callbacks):
 
             return Coverage(method="none", covered=False, reason="profile minimal: no per-sample")
         return self._engine.coverage(module)
-
-
-def _step_factor(factors: list[tuple[float, Any]]) -> tuple[float, list[Any]]:
-    """The step's f (NaN when its micro-batches disagree or none was measured) and the
-    sources of its micro-batches (strings, or bool tensors resolved in the writer thread)."""
-    values = {f for f, _ in factors}
-    scale = values.pop() if len(values) == 1 else math.nan
-    return float(scale), [source for _, source in factors]

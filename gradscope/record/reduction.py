@@ -13,7 +13,9 @@ f and how it was known: "declared" (``--reduction``), "read" (exact, from the gr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -89,3 +91,11 @@ def per_sample_factor(
     if isinstance(reduction.exact, torch.Tensor):
         return factor, reduction.exact
     return factor, READ if reduction.exact else ASSUMED
+
+
+def step_factor(factors: list[tuple[float, Any]]) -> tuple[float, list[Any]]:
+    """A step's f (NaN when its micro-batches disagree or none was measured) and the
+    sources of its micro-batches (strings, or bool tensors resolved in the writer thread)."""
+    values = {f for f, _ in factors}
+    scale = values.pop() if len(values) == 1 else math.nan
+    return float(scale), [source for _, source in factors]

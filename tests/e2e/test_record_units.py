@@ -112,3 +112,27 @@ def test_grad_scaler_loss_curve_is_the_unscaled_loss(tmp_path):
     assert list(steps["loss_scale"]) == [1024.0, 2048.0, 4096.0]
     want = [s["loss"] for s in plain.reference["steps"]]
     np.testing.assert_allclose(steps["loss"].to_numpy(), want, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_v1_run_still_reads(tmp_path):
+    """v1 steps shards lack per_sample_scale_source: read as null, and the report runs."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tests.e2e.harness import gradscope
+
+    run_recorded(python("train_losses.py", "plain"), tmp_path / "run", tmp_path)
+    run_dir = tmp_path / "run"
+    for shard in (run_dir / "steps").glob("rank-*/part-*.parquet"):
+        pq.write_table(pq.read_table(shard).drop(["per_sample_scale_source"]), shard)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    (run_dir / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    run = open_run(run_dir)
+    steps = run.table("steps")
+    assert len(steps) == 3 and steps["per_sample_scale_source"].isna().all() and not run.problems
+    batches = list(run.record_batches("steps"))
+    assert sum(len(b) for b in batches) == 3
+    proc = gradscope("report", "--no-color", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
