@@ -166,7 +166,7 @@ def reference_contributions(
     for j in range(len(outputs)):
         batch = torch.cat([o if i == j else o.detach() for i, o in enumerate(outputs)])
         grads = torch.autograd.grad(loss_of_output(batch), params, retain_graph=True, allow_unused=True)
-        rows.append([torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)])
+        rows.append([torch.zeros_like(p) if g is None else g.to_dense() for g, p in zip(grads, params)])
     by_param = {id(p): torch.stack([row[k] for row in rows]) for k, p in enumerate(params)}
     result = {}
     for layer, entries in layers.items():

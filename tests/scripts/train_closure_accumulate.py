@@ -6,34 +6,41 @@ import torch.nn.functional as F
 from reflog import RefLog, seeded
 from torch import nn
 
-seeded(6)
-model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 1))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-log = RefLog(model.named_parameters())
-batches = [(torch.randn(6, 5), torch.randn(6, 1)) for _ in range(6)]
+
+def build():
+    seeded(6)
+    model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 1))
+    batches = [(torch.randn(6, 5), torch.randn(6, 1)) for _ in range(6)]
+    return model, batches
 
 
-def training_step(batch):
-    x, y = batch
-    return F.mse_loss(model(x), y) / 2
+def loss_of(output, target):
+    return F.mse_loss(output, target) / 2
 
 
-for step in range(3):
-    total = 0.0
-    loss = training_step(batches[2 * step])
-    loss.backward()
-    total += loss.item()
-
-    def closure(batch=batches[2 * step + 1]):
-        global total
-        loss = training_step(batch)
+def main():
+    model, batches = build()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    log = RefLog(model.named_parameters())
+    for step in range(3):
+        x, y = batches[2 * step]
+        loss = loss_of(model(x), y)
         loss.backward()
-        total += loss.item()
-        log.before_update(total)
-        return loss
+        total = [loss.item()]
 
-    optimizer.step(closure)
-    log.after_update()
-    optimizer.zero_grad()
-    print(f"step {step} loss {total!r}")
-log.dump()
+        def closure(batch=batches[2 * step + 1], total=total):
+            loss = loss_of(model(batch[0]), batch[1])
+            loss.backward()
+            total.append(loss.item())
+            log.before_update(sum(total))
+            return loss
+
+        optimizer.step(closure)
+        log.after_update()
+        optimizer.zero_grad()
+        print(f"step {step} loss {sum(total)!r}")
+    log.dump()
+
+
+if __name__ == "__main__":
+    main()
