@@ -224,7 +224,7 @@ class Recorder(Callbacks):
 
     def _set_tasks(self, losses: dict[str, Any]) -> None:
         pending = self._pending
-        if self._tasks is None or not self._recorded() or not torch.is_grad_enabled():
+        if self._tasks is None or not self._recorded(self._steps.upcoming) or not torch.is_grad_enabled():
             return
         if not self._steps.capturing:  # later closure evaluations (LBFGS)
             return
@@ -244,7 +244,7 @@ class Recorder(Callbacks):
         engine = self._engine
         if engine is None or engine.suspended or engine.replaying or not torch.is_grad_enabled():
             return
-        if not self._recorded() or not self._steps.capturing:
+        if not self._recorded(self._steps.upcoming) or not self._steps.capturing:
             return
         has_params = self._has_params.get(module)
         if has_params is None:

@@ -79,6 +79,14 @@ class StepMachine:
         return not (self._stepping and self._closure and self._closure_evals > 0)
 
     @property
+    def upcoming(self) -> int:
+        """The step a forward pass now feeds: with no optimizer and a backward pending, the
+        next one (the pending backward will most likely close its step first)."""
+        if not self.optimizer_seen and not self._stepping and self.pending:
+            return self.step + 1
+        return self.step
+
+    @property
     def pending(self) -> bool:
         """Backward calls completed since the last boundary."""
         return self._completed > 0

@@ -87,6 +87,20 @@ def test_no_optimizer_updates_through_data_are_steps(tmp_path):
 
 
 @pytest.mark.slow
+def test_no_optimizer_every_n_records_the_right_steps(tmp_path):
+    reference, _, run = _record("train_data_sgd.py", tmp_path, options=("--every", "2"))
+    steps = _check_steps(run, reference, columns=())
+    assert list(steps["recorded"]) == [True, False, True, False]
+    assert sorted(run.table("samples")["step"].unique()) == [0, 2]
+    layers = run.table("layers").set_index(["step", "param"])
+    assert sorted(layers.index.get_level_values(0).unique()) == [0, 2]
+    for step in (0, 2):
+        for name, values in reference[step]["params"].items():
+            for column in ("grad_norm", "weight_norm", "update_norm", "init_distance"):
+                assert math.isclose(layers.loc[(step, name), column], values[column], rel_tol=RTOL), column
+
+
+@pytest.mark.slow
 def test_lightning_style_closure_accumulation(tmp_path):
     """One backward before optimizer.step(closure), one inside: both are the step's."""
     reference, recorded, run = _record("train_closure_accumulate.py", tmp_path)

@@ -124,3 +124,14 @@ def test_no_optimizer_raised_backward_alone_makes_no_step():
     machine.backward_began(zeroed)
     machine.backward_raised()
     assert machine.close() is None and machine.step == 0
+
+
+def test_forwards_after_a_hand_written_step_feed_the_next_step():
+    machine = StepMachine()
+    assert machine.upcoming == 0
+    backward(machine)
+    assert machine.upcoming == 1  # no optimizer: the pending backward closes step 0 first
+    machine.optimizer_pre(closure=False)
+    machine.optimizer_post()
+    backward(machine)
+    assert machine.upcoming == machine.step == 1  # with an optimizer its step decides
