@@ -132,6 +132,7 @@ def test_a_backward_that_raises_is_dropped_not_doubled(tmp_path):
     print(f"raised backward: deviation {deviation:.1e}")
     lines = _warning_lines(recorded.stderr)
     assert len(lines) == 1 and "backward call raised" in lines[0], recorded.stderr
+    assert "second line of the message" not in recorded.stderr  # every warning is one line
     assert [f["component"] for f in run.meta["failures"]] == ["backward"]
 
 
