@@ -16,18 +16,19 @@ random number is drawn, and values are copied to the host asynchronously.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gradscope.record import active, scalars
+from gradscope.record import active, persample, scalars
 from gradscope.record.config import RecordConfig
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
@@ -36,7 +37,7 @@ from gradscope.record.losses import BackwardLoss, Scaled, loss_of
 from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames
 from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
-from gradscope.record.reduction import Reduction, per_sample_factor, step_factor
+from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
@@ -105,7 +106,7 @@ class Recorder(Callbacks):
         self._guard = Guard(self._report_failure)
         self._measure = Guard(self._report_failure)  # statistics: a failure drops only that one
         self._hooks = GlobalHooks(self, self._guard)
-        self._engine = self._make_engine()
+        self._engine = persample.make_engine(self.config)
         # Always on: tasks() is opt-in, and its Grams need no per-sample engine (the engine,
         # when there is one, adds per-sample cross-task conflict for [B] losses).
         self._tasks: TaskRecorder | None = TaskRecorder()
@@ -180,20 +181,6 @@ class Recorder(Callbacks):
         self._failures.warn(component, message, self.step)
 
     # engine and writer -------------------------------------------------------------------
-
-    def _make_engine(self) -> Any:
-        if not self.config.per_sample:
-            return None
-        from gradscope.record.engine import EngineConfig, PerSampleEngine
-
-        return PerSampleEngine(
-            EngineConfig(
-                gram=self.config.gram,
-                sketch_dim=self.config.sketch,
-                seed=self.config.seed,
-                batch_dim=self.config.batch_dim,
-            )
-        )
 
     def _ensure_writer(self) -> ShardWriter:
         if self._writer is None:
@@ -312,6 +299,18 @@ class Recorder(Callbacks):
             self._warn("backward", f"a backward call raised ({type(error).__name__}: {first}); its loss and "
                        "per-sample values were dropped and it is not counted as a micro-batch")
 
+    def _collect_per_sample(self, backward: Backward, loss: BackwardLoss | None) -> None:
+        if self._engine is None:
+            return
+        pending = self._pending
+        collected = persample.collect(
+            self._engine, backward.micro, loss, self.config.reduction, pending.groups, self._warn
+        )
+        if collected is not None:
+            pending.micro_stats.append(collected.stats)
+            pending.factors.append(collected.factor)
+            pending.batch_size += collected.batch_size
+
     def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None) -> None:
         """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far."""
         norms = scalars.grad_norms(params)
@@ -319,53 +318,6 @@ class Recorder(Callbacks):
             norms = norms / scale.to(norms.device, torch.float64)
         for param, value in zip(params, norms):
             self._pending.sum_norm2[id(param)] = value**2
-
-    def _collect_per_sample(self, backward: Backward, loss: BackwardLoss | None) -> None:
-        if self._engine is None:
-            return
-        scale = None if loss is None else loss.scale
-        stats = self._engine.collect(1.0 if scale is None else scale.reciprocal())
-        self._report_engine_failures()
-        if self._engine.batch_conflict is not None:
-            self._switch_batch_dim()
-            return  # this backward's per-sample values used the wrong batch dimension
-        if not stats:
-            return
-        pending = self._pending
-        batch_size = next(iter(stats.values())).norm2.shape[0]
-        reduction = (loss.reduction if loss is not None else None) or Reduction("mean", 1.0, False)
-        pending.factors.append(per_sample_factor(reduction, batch_size, self.config.reduction))
-        pending.batch_size += batch_size
-        layers = list(stats)
-        pending.micro_stats.append(
-            MicroStats(
-                micro=backward.micro,
-                layers=layers,
-                norm2=[stats[n].norm2 for n in layers],
-                weight_dot=[stats[n].weight_dot for n in layers],
-                sketch=[stats[n].sketch for n in layers],
-                gram=[stats[n].gram for n in layers],
-                groups=pending.groups,
-            )
-        )
-
-    def _switch_batch_dim(self) -> None:
-        """A module declaring ``batch_first`` saw another batch size than dim 0 of earlier
-        layers: the model is sequence-first. Use that module's batch dim from now on."""
-        layer, dim, size, inferred = self._engine.batch_conflict
-        self._engine.batch_conflict = None
-        self._engine.config = replace(self._engine.config, batch_dim=dim)
-        self._warn("batch dimension", f"{layer} declares batch_first=False and sees batch {size} at dim "
-                   f"{dim}, not {inferred} at dim 0: a sequence-first model; per-sample statistics use "
-                   f"batch dim {dim} from the next recorded step (this step's were dropped; "
-                   f"--batch-dim {dim} avoids this)")
-
-    def _report_engine_failures(self) -> None:
-        failures = getattr(self._engine, "failures", None)
-        while failures:
-            layer, reason = failures.pop(0)
-            self._warn(f"per-sample kernel for {layer}", f"per-sample statistics for {layer} "
-                       f"disabled ({reason}); training continues")
 
     # hand-written updates (no optimizer) -----------------------------------------------
 
@@ -473,7 +425,7 @@ class Recorder(Callbacks):
         head = self._head_layer()
         if self._layers_dirty or head != self._head:
             self._layers_dirty, self._head = False, head
-            self._layer_table = self._names.layer_table(self._coverage)
+            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
             self._write_meta(final=False)
         self._last_step_end = now
         self._own_time = 0.0
@@ -500,7 +452,7 @@ class Recorder(Callbacks):
         if self.rank != 0 or saw_nothing:
             return
         if self._names.roots():  # the model may be gone by the time the process exits
-            self._layer_table = self._names.layer_table(self._coverage)
+            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
         fields: dict[str, Any] = {
             "head": self._head,
             "epoch_starts": self._epochs.starts,
@@ -517,10 +469,3 @@ class Recorder(Callbacks):
             run_meta.update_meta(self.run_dir, **fields)
         except (OSError, ValueError):
             pass  # already reported by the writer or the run-directory check
-
-    def _coverage(self, module: torch.nn.Module) -> Any:
-        if self._engine is None:
-            from gradscope.record.engine import Coverage
-
-            return Coverage(method="none", covered=False, reason="profile minimal: no per-sample")
-        return self._engine.coverage(module)
