@@ -136,3 +136,41 @@ def test_a_v1_run_still_reads(tmp_path):
     assert sum(len(b) for b in batches) == 3
     proc = gradscope("report", "--no-color", str(run_dir))
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_ratio_metrics_do_not_depend_on_the_per_sample_factor(tmp_path):
+    """Rewrite a v2 run in v1 units (samples times f, Grams and S1 times f^2): every metric
+    gradscope computes must stay the same, so v1 and v2 runs read alike."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from gradscope.analysis import analyze
+
+    command = python("train_losses.py", "accumulate")
+    run_recorded(command, tmp_path / "v2", tmp_path, options=("--profile", "full"))
+    shutil.copytree(tmp_path / "v2", tmp_path / "v1")
+    f = float(open_run(tmp_path / "v2").table("steps")["per_sample_scale"].iloc[0])
+    scaled = {"samples": {"norm2": f * f, "weight_dot": f, "sketch": f}, "gram": {"values": f * f},
+              "layers": {"sum_norm2": f * f}}
+    for table, columns in scaled.items():
+        for shard in (tmp_path / "v1" / table).glob("rank-*/part-*.parquet"):
+            data = pq.read_table(shard)
+            for name, factor in columns.items():
+                column = data[name]
+                if pa.types.is_list(column.type):
+                    flat = pc.multiply(pc.list_flatten(column), factor).cast(column.type.value_type)
+                    offsets = column.combine_chunks().offsets
+                    values = pa.ListArray.from_arrays(offsets, flat.combine_chunks())
+                else:
+                    values = pc.multiply(column, factor)
+                data = data.set_column(data.schema.get_field_index(name), data.schema.field(name), values)
+            pq.write_table(data, shard)
+    v1, v2 = analyze(tmp_path / "v1").metrics, analyze(tmp_path / "v2").metrics
+    keys = ["step", "name", "scope", "key"]
+    merged = v1.merge(v2, on=keys, suffixes=("_v1", "_v2"))
+    assert len(merged) == len(v1) == len(v2) and len(merged) > 50
+    np.testing.assert_allclose(merged["value_v1"], merged["value_v2"], rtol=1e-5, atol=1e-9, equal_nan=True)
