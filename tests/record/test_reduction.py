@@ -46,3 +46,24 @@ def test_factor_and_source(make, expected):
 def test_a_declared_reduction_wins():
     x, y = _logits()
     assert _factor(F.cross_entropy(x, y, label_smoothing=0.1), forced="sum") == (1, "declared")
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ([torch.tensor(True), "read"], "read"),
+        ([torch.tensor(False), "read"], "assumed"),
+        (["declared", "declared"], "declared"),
+        ([], ""),
+    ],
+)
+def test_a_source_only_the_device_knows_is_resolved_off_the_training_thread(sources, expected):
+    """On CUDA, whether nll_loss ignored a target is a device bool: read in the writer."""
+    from gradscope.record.rows import StepRecord
+
+    record = StepRecord(
+        step=0, rank=0, optimizer=0, wall_time=0.0, step_time=0.0, recorder_time=0.0, backward_calls=1,
+        skipped=False, recorded=True, hparams=[], per_sample_scale=8.0, per_sample_scale_source=sources,
+    )
+    row = record.start_copy()()["steps"]
+    assert row["per_sample_scale_source"] == [expected] and row["per_sample_scale"] == [8.0]
