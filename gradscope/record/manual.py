@@ -34,7 +34,11 @@ class ManualStep:
         self.before: Tensors | None = None if self.pre is None else self.pre["before"]
 
     def accumulating(self) -> bool:
-        """The gradients were left to accumulate: nobody zeroed, replaced or stepped."""
+        """The gradients were left to accumulate: nobody zeroed, replaced or stepped.
+        With no parameter known (raw tensors, no module) there is nothing to judge by, and
+        every backward is a step."""
+        if not self.params:
+            return False
         if any(_grad_state(p.grad) != state for p, state in zip(self.params, self._grads)):
             return False
         if any(p._version != v for p, v in zip(self.params, self._versions)):

@@ -39,3 +39,25 @@ def test_a_failing_statistic_keeps_every_step(tmp_path, monkeypatch, capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gradscope:")]
     assert len(warnings) == 1 and "no kernel" in warnings[0] and "dispatcher" not in warnings[0]
     assert all("\n" not in failure["message"] for failure in run.meta["failures"])
+
+
+def test_raw_tensors_with_no_module_get_one_step_per_backward(tmp_path):
+    """The "Tensors and autograd" tutorial: a polynomial in raw tensors, updated by hand."""
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 50)
+    y = torch.sin(x)
+    weights = [torch.randn((), requires_grad=True) for _ in range(4)]
+    losses = []
+    with Recorder(run_dir=tmp_path / "run", profile="minimal"):
+        for _ in range(5):
+            a, b, c, d = weights
+            loss = (a + b * x + c * x**2 + d * x**3 - y).pow(2).sum()
+            loss.backward()
+            losses.append(loss.item())
+            with torch.no_grad():
+                for w in weights:
+                    w -= 1e-3 * w.grad
+                    w.grad = None
+    steps = open_run(tmp_path / "run").table("steps")
+    assert list(steps["step"]) == list(range(5)) and (steps["backward_calls"] == 1).all()
+    np.testing.assert_allclose(steps["loss"], losses, rtol=1e-6)
