@@ -382,7 +382,7 @@ class Recorder(Callbacks):
             return
         self._stepping = None
         end = self._steps.scaler_skipped()
-        self._pending.micro_stats = []  # inf/nan gradients: no per-sample statistics
+        self._pending.micro_stats, self._pending.factors = [], []  # inf/nan gradients: no per-sample values
         self._emit(end, optimizer=optimizer, params=[], per_param={})
 
     # emission ----------------------------------------------------------------------------
