@@ -6,7 +6,9 @@ module reads the run tables the same way.
 
 Notation: B samples in a backward call (micro-batch), m samples in a step (all
 micro-batches), g_i the gradient of sample i's own loss (per-sample-loss convention),
-S1 = ||sum_i g_i||^2, S2 = sum_i ||g_i||^2, K the B x B Gram K_ij = <g_i, g_j>.
+S1 = ||sum_i g_i||^2, S2 = sum_i ||g_i||^2, K the B x B Gram K_ij = <g_i, g_j>. Runs store
+c_i = g_i / f (format v2; f c_i in v1) with f common to the step: every metric here is a
+ratio in which f cancels (docs/per-sample-engine.md, "Units").
 """
 
 from __future__ import annotations

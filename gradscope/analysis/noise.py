@@ -1,7 +1,8 @@
 r"""Gradient noise: the simple noise scale, Cockpit's batch-size tests, and GSNR.
 
 Derivation of the unbiased estimators (McCandlish et al. 2018, "An Empirical Model of
-Large-Batch Training", Appendix A), per-sample-loss convention. Let the m per-sample
+Large-Batch Training", Appendix A), per-sample-loss convention (runs store g_i / f; the
+metrics below are ratios, f cancels). Let the m per-sample
 gradients g_i of a step be i.i.d. with mean G and covariance Sigma. Then
 
 .. math::

@@ -19,6 +19,10 @@ class FailureLog:
         self.entries: list[dict[str, object]] = []
 
     def warn(self, component: str, message: str, step: int) -> None:
+        """Log one warning; the message is cut to its first line (an error from a torch
+        dispatcher can run to a hundred lines)."""
+        lines = message.strip().splitlines()
+        message = lines[0] if lines else ""
         entry = {"component": component, "message": message, "step": step}
         if not self.entries:
             print(f"gradscope: warning: {message} (all recorder warnings: {self.run_dir}/"
@@ -31,5 +35,7 @@ class FailureLog:
 
     def failed(self, component: str, err: BaseException | str, step: int) -> None:
         """A part of the recorder raised and switched itself off."""
-        message = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+        text = (err if isinstance(err, str) else str(err)).strip().splitlines()
+        first = text[0] if text else ""
+        message = first if isinstance(err, str) else f"{type(err).__name__}: {first}"
         self.warn(component, f"{component} failed and was disabled ({message}); training continues", step)

@@ -8,6 +8,11 @@ points have no global hook and are wrapped while recording: ``torch.autograd.bac
 boundaries: each fresh iteration of the training loader starts an epoch). Every callback runs under
 ``Guard``: an exception disables that callback, is reported once, and never reaches the
 training loop.
+
+A backward call made while a wrapped one runs (reentrant gradient checkpointing calls
+``torch.autograd.backward`` from inside the backward pass, on another thread on CUDA)
+passes straight through: one depth counter for the process, not per thread. A backward
+that raises is reported (``backward_raised``) and the exception goes on to the script.
 """
 
 from __future__ import annotations
@@ -50,10 +55,11 @@ class Callbacks:
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None: ...
     def backward_begin(self, tensors: Any) -> None: ...
     def backward_end(self) -> None: ...
+    def backward_raised(self, error: BaseException) -> None: ...
     def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def loader_started(self, loader: Any) -> None: ...
-    def scaler_scaled(self, scaler: Any) -> None: ...
+    def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None: ...
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
         ...
 
@@ -68,6 +74,7 @@ class GlobalHooks:
         self._guard = guard
         self._handles: list[Any] = []
         self._restore: list[tuple[Any, str, Any]] = []
+        self._depth = 0  # wrapped backward calls running (process-wide, see module doc)
 
     def install(self) -> None:
         g, c = self._guard, self._callbacks
@@ -75,16 +82,21 @@ class GlobalHooks:
         forward = g("forward", c.forward)
         step_pre = g("step_pre", c.step_pre)
         step_post = g("step_post", c.step_post)
+        # Dynamo inlines global hooks into the graphs it traces: return before anything runs
+        compiling = torch.compiler.is_compiling
         self._handles = [
-            torch_module.register_module_forward_pre_hook(lambda m, a: forward_pre(m, a)),
+            torch_module.register_module_forward_pre_hook(
+                lambda m, a: None if compiling() else forward_pre(m, a)
+            ),
             torch_module.register_module_forward_hook(
-                lambda m, a, k, o: forward(m, a, k, o), with_kwargs=True
+                lambda m, a, k, o: None if compiling() else forward(m, a, k, o), with_kwargs=True
             ),
             torch_optimizer.register_optimizer_step_pre_hook(lambda o, a, k: step_pre(o, a, k)),
             torch_optimizer.register_optimizer_step_post_hook(lambda o, a, k: step_post(o, a, k)),
         ]
         self._wrap(torch.autograd, "backward", self._backward_wrapper)
         self._wrap(torch.utils.data.DataLoader, "__iter__", self._iter_wrapper)
+        self._wrap(torch.nn.Module, "compile", self._compile_wrapper(forward_pre))
         scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
         if scaler_class is not None:
             self._wrap(scaler_class, "scale", self._scale_wrapper)
@@ -106,14 +118,41 @@ class GlobalHooks:
     def _backward_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         begin = self._guard("backward_begin", self._callbacks.backward_begin)
         end = self._guard("backward_end", self._callbacks.backward_end)
+        raised = self._guard("backward_raised", self._callbacks.backward_raised)
 
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            begin(tensors)
-            result = original(tensors, *args, **kwargs)
-            end()
-            return result
+            if self._depth:
+                return original(tensors, *args, **kwargs)
+            self._depth += 1
+            try:
+                begin(tensors)
+                try:
+                    result = original(tensors, *args, **kwargs)
+                except BaseException as error:
+                    raised(error)
+                    raise
+                end()
+                return result
+            finally:
+                self._depth -= 1
 
         return backward
+
+    @staticmethod
+    def _compile_wrapper(forward_pre: Callable[..., Any]) -> Callable[[Any], Any]:
+        """``model.compile()`` compiles in place: its modules' forward hooks then run only
+        inside Dynamo, so the module is introduced to the recorder here (named, and its
+        layers reported as running inside torch.compile)."""
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            def compile(module: Any, *args: Any, **kwargs: Any) -> Any:
+                result = original(module, *args, **kwargs)
+                forward_pre(module, ())
+                return result
+
+            return compile
+
+        return make
 
     def _iter_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         started = self._guard("loader_started", self._callbacks.loader_started)
@@ -129,7 +168,7 @@ class GlobalHooks:
 
         def scale(scaler: Any, outputs: Any) -> Any:
             result = original(scaler, outputs)
-            scaled(scaler)
+            scaled(scaler, outputs, result)
             return result
 
         return scale

@@ -1,10 +1,14 @@
-"""What the recorder reads off an optimizer: its parameters and hyperparameters."""
+"""What the recorder reads off an optimizer: its parameters, hyperparameters, and the
+per-parameter values around its step (weights, gradients, update, distance from init)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from gradscope.record import scalars
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -27,3 +31,46 @@ def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu":
         return float(value)  # an lr held in a CPU tensor: no device sync
     return str(value)
+
+
+class InitialWeights:
+    """W_0 per parameter: the first snapshot seen, kept on the host (weakly keyed)."""
+
+    def __init__(self) -> None:
+        self._initial = WeakIdKeyDictionary()
+
+    def distances(self, params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
+        """||W_before - W_0|| per parameter."""
+        initial = []
+        for param, value in zip(params, before):
+            if param not in self._initial:
+                self._initial[param] = value.detach().to("cpu", copy=True)
+            initial.append(self._initial[param])
+        return scalars.distances(before, initial)
+
+
+def before_step(
+    params: list[torch.Tensor], measure: Any, initial: InitialWeights, closure: bool
+) -> dict[str, Any]:
+    """Values read in the optimizer's pre hook; each one None when its statistic failed.
+    With a closure the gradients are not final yet (read after the first evaluation)."""
+    before = measure("weight snapshot", scalars.snapshot)(params)
+    return {
+        "params": params,
+        "before": before,
+        "weight_norm": measure("weight norms", scalars.norms)(params),
+        "grad_norm": None if closure else measure("grad norms", scalars.grad_norms)(params),
+        "init_distance": None if before is None else measure("init distance", initial.distances)(
+            params, before
+        ),
+    }
+
+
+def after_step(pre: dict[str, Any], measure: Any) -> dict[str, torch.Tensor]:
+    """Per-parameter values of a finished optimizer step (those that were measured)."""
+    update = None
+    if pre["before"] is not None:
+        update = measure("update norms", scalars.distances)(pre["params"], pre["before"])
+    values = {"weight_norm": pre["weight_norm"], "update_norm": update,
+              "init_distance": pre["init_distance"], "grad_norm": pre["grad_norm"]}
+    return {name: value for name, value in values.items() if value is not None}

@@ -1,10 +1,10 @@
 """The Recorder: one process's recording, from global hooks to shards.
 
-Step boundaries. A step ends when an optimizer steps (post hook), or when a GradScaler
-skips the optimizer's step. Backward calls before it are its micro-batches; backward
-calls inside ``optimizer.step(closure)`` are closure evaluations (LBFGS): the loss and the
-gradients of the first one are the step's. A script that never steps an optimizer but
-changes its parameters in place between backward calls gets one step per backward.
+Step boundaries are decided by ``steps.StepMachine`` (the rules are documented there);
+this class wires the global hooks to it and measures: losses (unscaled when a GradScaler
+scaled them), per-parameter scalars, and per-sample contributions to the gradient the
+optimizer sees (``reduction`` says what factor turns them into per-sample-loss gradients).
+Statistics run under their own guard: a failing statistic is dropped, never a step.
 
 Cadence. Loss, learning rates and times are recorded every step; per-layer and
 per-sample statistics on steps where ``step % every == 0``.
@@ -16,27 +16,30 @@ random number is drawn, and values are copied to the host asynchronously.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
-from gradscope.record import active, scalars
+from gradscope.record import active, persample, scalars
 from gradscope.record.config import RecordConfig
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
+from gradscope.record.losses import BackwardLoss, Scaled, loss_of
+from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames, is_compiled
-from gradscope.record.optim import hparams, optimizer_params
-from gradscope.record.reduction import Reduction, detect_reduction, per_sample_factor
+from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
+from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
+from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
@@ -47,15 +50,12 @@ class _Pending:
     """What has happened since the last step boundary."""
 
     losses: list[torch.Tensor] = field(default_factory=list)
-    backward_calls: int = 0
-    closure: bool = False
-    reduction: Reduction | None = None
     loss_scale: torch.Tensor | None = None
-    per_sample_factor: Any = None  # float or 0-dim tensor (divided by the loss scale)
+    factors: list[tuple[float, Any]] = field(default_factory=list)  # (f, source) per micro-batch
     batch_size: int = 0
     micro_stats: list[MicroStats] = field(default_factory=list)
-    sum_norm2: dict[int, torch.Tensor] = field(default_factory=dict)  # id(param) -> value
-    manual: dict[str, Any] | None = None  # no-optimizer bookkeeping
+    sum_norm2: dict[int, torch.Tensor] = field(default_factory=dict)  # id(param) -> |grad|^2
+    manual: ManualStep | None = None  # no-optimizer bookkeeping of the last backward
     pre: dict[str, Any] | None = None  # optimizer pre-hook values
     groups: torch.Tensor | None = None
     task_stats: list[TaskStats] = field(default_factory=list)  # one per gradscope.tasks() call
@@ -99,21 +99,23 @@ class Recorder(Callbacks):
         optimizers = optimizer if isinstance(optimizer, list) else [optimizer] if optimizer else []
         self._only_optimizers = weakref.WeakSet(optimizers) if optimizers else None
         self._optimizer_index: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._initial = WeakIdKeyDictionary()
+        self._initial = InitialWeights()
         self._has_params: weakref.WeakKeyDictionary[torch.nn.Module, bool] = (
             weakref.WeakKeyDictionary()
         )
         self._guard = Guard(self._report_failure)
+        self._measure = Guard(self._report_failure)  # statistics: a failure drops only that one
         self._hooks = GlobalHooks(self, self._guard)
-        self._engine = self._make_engine()
+        self._engine = persample.make_engine(self.config)
         # Always on: tasks() is opt-in, and its Grams need no per-sample engine (the engine,
         # when there is one, adds per-sample cross-task conflict for [B] losses).
         self._tasks: TaskRecorder | None = TaskRecorder()
         self._writer: ShardWriter | None = None
         self._pending = _Pending()
-        self._stepping: Any = None
-        self._optimizer_seen = False
-        self.step = 0
+        self._steps = StepMachine()
+        self._stepping: Any = None  # the optimizer whose step() runs
+        self._loss: BackwardLoss | None = None
+        self._scaled: Scaled | None = None  # the last scaler.scale() call
         self.steps_emitted = 0
         self._start = time.perf_counter()
         self._last_step_end = math.nan
@@ -125,6 +127,10 @@ class Recorder(Callbacks):
         self._head: str | None = None
         self._layer_table: list[dict[str, Any]] = []
         self._active = False
+
+    @property
+    def step(self) -> int:
+        return self._steps.step
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -152,7 +158,7 @@ class Recorder(Callbacks):
         """Remove the hooks, finish a pending hand-updated step, flush, update meta.json."""
         if not self._active:
             return
-        self._guard("backward_begin", self._close_manual_step)()
+        self._guard("close", self._close_steps)()
         self._hooks.remove()
         self._active = False
         active.pop(self)
@@ -176,20 +182,6 @@ class Recorder(Callbacks):
 
     # engine and writer -------------------------------------------------------------------
 
-    def _make_engine(self) -> Any:
-        if not self.config.per_sample:
-            return None
-        from gradscope.record.engine import EngineConfig, PerSampleEngine
-
-        return PerSampleEngine(
-            EngineConfig(
-                gram=self.config.gram,
-                sketch_dim=self.config.sketch,
-                seed=self.config.seed,
-                batch_dim=self.config.batch_dim,
-            )
-        )
-
     def _ensure_writer(self) -> ShardWriter:
         if self._writer is None:
             self._writer = ShardWriter(
@@ -197,8 +189,8 @@ class Recorder(Callbacks):
             )
         return self._writer
 
-    def _recorded(self) -> bool:
-        return self.step % self.config.every == 0
+    def _recorded(self, step: int | None = None) -> bool:
+        return (self.step if step is None else step) % self.config.every == 0
 
     # epochs ------------------------------------------------------------------------------
 
@@ -219,9 +211,9 @@ class Recorder(Callbacks):
 
     def _set_tasks(self, losses: dict[str, Any]) -> None:
         pending = self._pending
-        if self._tasks is None or not self._recorded() or not torch.is_grad_enabled():
+        if self._tasks is None or not self._recorded(self._steps.upcoming) or not torch.is_grad_enabled():
             return
-        if pending.closure and pending.backward_calls:  # later closure evaluations (LBFGS)
+        if not self._steps.capturing:  # later closure evaluations (LBFGS)
             return
         started = time.perf_counter()
         stats = self._tasks.record(losses, self)
@@ -232,20 +224,16 @@ class Recorder(Callbacks):
     # forward -------------------------------------------------------------------------
 
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
-        if torch.compiler.is_compiling():  # Dynamo traces global hooks: stay out of graphs
-            return
         if not self._explicit_model and self._names.module(module) is None:
             self._layers_dirty |= self._names.add_root(module)
         if self._engine is not None and is_compiled(module):
             self._layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if torch.compiler.is_compiling():  # Dynamo traces global hooks: stay out of graphs
-            return
         engine = self._engine
         if engine is None or engine.suspended or engine.replaying or not torch.is_grad_enabled():
             return
-        if not self._recorded() or (self._pending.closure and self._pending.backward_calls):
+        if not self._recorded(self._steps.upcoming) or not self._steps.capturing:
             return
         has_params = self._has_params.get(module)
         if has_params is None:
@@ -260,119 +248,101 @@ class Recorder(Callbacks):
 
     def backward_begin(self, tensors: Any) -> None:
         started = time.perf_counter()
+        began = self._steps.backward_began(self._accumulating)
+        if began.closed is not None:
+            self._close_manual_step(began.closed)
         root = tensors[0] if isinstance(tensors, (tuple, list)) and tensors else tensors
-        if not isinstance(root, torch.Tensor):
-            return
-        self._close_manual_step()
-        pending = self._pending
-        pending.backward_calls += 1
-        if self._stepping is not None:
-            pending.closure = True
-        if pending.closure and pending.backward_calls > 1:
-            self._own_time += time.perf_counter() - started
-            return
-        if root.dim() == 0:
-            pending.losses.append(root.detach())
-            pending.reduction = detect_reduction(root)
+        scaled, self._scaled = self._scaled, None
+        self._loss = loss_of(root, scaled) if began.backward.record else None
         self._own_time += time.perf_counter() - started
+
+    def _accumulating(self) -> bool:
+        manual = self._pending.manual
+        return manual is not None and manual.accumulating()
 
     def backward_end(self) -> None:
         started = time.perf_counter()
+        backward = self._steps.backward_ended()
+        loss, self._loss = self._loss, None
+        if not backward.record:
+            if self._engine is not None:
+                self._engine.discard()
+            self._own_time += time.perf_counter() - started
+            return
         pending = self._pending
-        first_closure_call = pending.closure and pending.backward_calls == 1
-        recorded = self._recorded() and (not pending.closure or first_closure_call)
-        params = self._names.parameters() if recorded or not self._optimizer_seen else []
+        if loss is not None and loss.value is not None:
+            pending.losses.append(loss.value)
+        if loss is not None and loss.scale is not None:
+            pending.loss_scale = loss.scale
+        recorded = self._recorded()
+        if not recorded and self._engine is not None:
+            self._engine.discard()
+        scale = None if loss is None else loss.scale
+        params = self._names.parameters() if recorded or not self._steps.optimizer_seen else []
         if recorded:
-            self._collect_per_sample()
-            factor = pending.per_sample_factor
-            if factor is not None:
-                for param, value in zip(params, scalars.grad_norms(params)):
-                    pending.sum_norm2[id(param)] = value**2 * factor**2
-            if first_closure_call and pending.pre is not None:
-                pending.pre["grad_norm"] = scalars.grad_norms(pending.pre["params"])
-        if not self._optimizer_seen:
-            self._prepare_manual_step(params, full=recorded)
+            self._collect_per_sample(backward, loss)
+            self._measure("sum_norm2", self._sum_norm2)(params, scale)
+            if backward.closure_eval == 1 and pending.pre is not None:
+                grad_norms = self._measure("grad norms", scalars.grad_norms)
+                pending.pre["grad_norm"] = grad_norms(pending.pre["params"])
+        if not self._steps.optimizer_seen:
+            pending.manual = ManualStep(params, self._measure if recorded else None, self._initial)
         self._own_time += time.perf_counter() - started
 
-    def _collect_per_sample(self) -> None:
+    def backward_raised(self, error: BaseException) -> None:
+        """The backward raised (and the script may catch it): drop its loss and per-sample
+        state so they never mix into the next backward's."""
+        self._steps.backward_raised()
+        self._loss = None
+        if self._engine is not None:
+            self._engine.discard()
+        if self._steps.raised_total == 1:
+            first = (str(error).strip().splitlines() or [""])[0]
+            self._warn("backward", f"a backward call raised ({type(error).__name__}: {first}); its loss and "
+                       "per-sample values were dropped and it is not counted as a micro-batch")
+
+    def _collect_per_sample(self, backward: Backward, loss: BackwardLoss | None) -> None:
         if self._engine is None:
             return
-        stats = self._engine.collect(1.0)
-        self._report_engine_failures()
-        if self._engine.batch_conflict is not None:
-            self._switch_batch_dim()
-            return  # this backward's per-sample values used the wrong batch dimension
-        if not stats:
-            return
         pending = self._pending
-        batch_size = next(iter(stats.values())).norm2.shape[0]
-        reduction = pending.reduction or Reduction("mean", 1.0, False)
-        factor: Any = per_sample_factor(reduction, batch_size, self.config.reduction)
-        if pending.loss_scale is not None:
-            factor = factor / pending.loss_scale
-        pending.per_sample_factor = factor
-        pending.batch_size += batch_size
-        layers = list(stats)
-        pending.micro_stats.append(
-            MicroStats(
-                micro=len(pending.micro_stats),
-                layers=layers,
-                norm2=[stats[n].norm2 * factor**2 for n in layers],
-                weight_dot=[stats[n].weight_dot * factor for n in layers],
-                sketch=[None if stats[n].sketch is None else stats[n].sketch * factor for n in layers],
-                gram=[None if stats[n].gram is None else stats[n].gram * factor**2 for n in layers],
-                groups=pending.groups,
-            )
+        collected = persample.collect(
+            self._engine, self.step, backward.micro, loss, self.config.reduction, pending.groups, self._warn
         )
+        dropped = self._engine.take_step_drop()
+        if dropped is not None:  # e.g. a second backward through a retained graph
+            pending.micro_stats, pending.factors, pending.batch_size = [], [], 0
+            self._warn("per-sample", f"step {self.step}: per-sample values dropped ({dropped})")
+        elif collected is not None:
+            pending.micro_stats.append(collected.stats)
+            pending.factors.append(collected.factor)
+            pending.batch_size += collected.batch_size
 
-    def _switch_batch_dim(self) -> None:
-        """A module declaring ``batch_first`` saw another batch size than dim 0 of earlier
-        layers: the model is sequence-first. Use that module's batch dim from now on."""
-        layer, dim, size, inferred = self._engine.batch_conflict
-        self._engine.batch_conflict = None
-        self._engine.config = replace(self._engine.config, batch_dim=dim)
-        self._warn("batch dimension", f"{layer} declares batch_first=False and sees batch {size} at dim "
-                   f"{dim}, not {inferred} at dim 0: a sequence-first model; per-sample statistics use "
-                   f"batch dim {dim} from the next recorded step (this step's were dropped; "
-                   f"--batch-dim {dim} avoids this)")
-
-    def _report_engine_failures(self) -> None:
-        failures = getattr(self._engine, "failures", None)
-        while failures:
-            layer, reason = failures.pop(0)
-            self._warn(f"per-sample kernel for {layer}", f"per-sample statistics for {layer} "
-                       f"disabled ({reason}); training continues")
+    def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None) -> None:
+        """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far."""
+        norms = scalars.grad_norms(params)
+        if scale is not None:
+            norms = norms / scale.to(norms.device, torch.float64)
+        for param, value in zip(params, norms):
+            self._pending.sum_norm2[id(param)] = value**2
 
     # hand-written updates (no optimizer) -----------------------------------------------
 
-    def _prepare_manual_step(self, params: list[torch.Tensor], full: bool) -> None:
-        manual: dict[str, Any] = {"params": params, "versions": [p._version for p in params]}
-        if full:
-            manual.update(
-                grad_norm=scalars.grad_norms(params),
-                weight_norm=scalars.norms(params),
-                before=scalars.snapshot(params),
-            )
-        self._pending.manual = manual
-
-    def _close_manual_step(self) -> None:
-        """Before a backward (or at close): if weights changed in place since the last
-        backward and no optimizer ever stepped, that backward was a hand-written step."""
+    def _close_manual_step(self, end: StepEnd) -> None:
+        """The last backward was a hand-written step: weights and updates from snapshots."""
         manual = self._pending.manual
-        if self._optimizer_seen or manual is None:
-            return
-        params = manual["params"]
-        if all(p._version == v for p, v in zip(params, manual["versions"])):
-            return  # nothing changed yet: still accumulating
-        per_param = {}
-        if "before" in manual:
-            per_param = {
-                "grad_norm": manual["grad_norm"],
-                "weight_norm": manual["weight_norm"],
-                "update_norm": scalars.distances(params, manual["before"]),
-                "init_distance": self._init_distance(params, manual["before"]),
-            }
-        self._emit(optimizer=None, params=params, per_param=per_param, skipped=False)
+        params = manual.params if manual is not None else []
+        per_param: dict[str, torch.Tensor] = {}
+        if manual is not None and manual.pre is not None:
+            per_param = after_step(manual.pre, self._measure)
+        self._emit(end, optimizer=None, params=params, per_param=per_param)
+
+    def _close_steps(self) -> None:
+        end = self._steps.close()
+        if end is not None:
+            self._close_manual_step(end)
+        if self._steps.raised_total > 1:
+            total = self._steps.raised_total
+            self._warn("backward", f"{total} backward calls raised in all; each was dropped")
 
     # optimizer steps -------------------------------------------------------------------
 
@@ -383,21 +353,15 @@ class Recorder(Callbacks):
         if not self._tracked(optimizer):
             return
         started = time.perf_counter()
-        self._optimizer_seen = True
         self._stepping = optimizer
         pending = self._pending
         pending.manual = None
         # args are step()'s own, optimizer first: step(closure) or step(closure=...)
-        pending.closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
+        closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
+        self._steps.optimizer_pre(closure)
+        pending.pre = None
         if self._recorded():
-            params = optimizer_params(optimizer)
-            pending.pre = {
-                "params": params,
-                "weight_norm": scalars.norms(params),
-                "before": scalars.snapshot(params),
-                "grad_norm": None if pending.closure else scalars.grad_norms(params),
-            }
-            pending.pre["init_distance"] = self._init_distance(params, pending.pre["before"])
+            pending.pre = before_step(optimizer_params(optimizer), self._measure, self._initial, closure)
         self._own_time += time.perf_counter() - started
 
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -405,72 +369,60 @@ class Recorder(Callbacks):
             return
         started = time.perf_counter()
         self._stepping = None
+        end = self._steps.optimizer_post()
         pre = self._pending.pre
         per_param: dict[str, torch.Tensor] = {}
         params = optimizer_params(optimizer)
         if pre is not None:
-            per_param = {
-                "weight_norm": pre["weight_norm"],
-                "update_norm": scalars.distances(pre["params"], pre["before"]),
-                "init_distance": pre["init_distance"],
-            }
-            if pre["grad_norm"] is not None:
-                per_param["grad_norm"] = pre["grad_norm"]
-            params = pre["params"]
+            per_param, params = after_step(pre, self._measure), pre["params"]
         self._own_time += time.perf_counter() - started
-        self._emit(optimizer=optimizer, params=params, per_param=per_param, skipped=False)
+        self._emit(end, optimizer=optimizer, params=params, per_param=per_param)
 
-    def scaler_scaled(self, scaler: Any) -> None:
-        scale = getattr(scaler, "_scale", None)
-        if isinstance(scale, torch.Tensor) and scaler.is_enabled():
-            self._pending.loss_scale = scale.detach().clone().reshape(())
+    def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None:
+        """Keep the scale read when ``scaler.scale()`` ran, and which tensor it scaled."""
+        self._scaled = Scaled.of(scaler, outputs, scaled)
 
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
         """GradScaler.step returned without the optimizer stepping: a skipped step."""
         if stepped or not self._tracked(optimizer):
             return
-        self._optimizer_seen = True
-        self._pending.micro_stats = []  # inf/nan gradients: no per-sample statistics
-        self._emit(optimizer=optimizer, params=[], per_param={}, skipped=True)
+        self._stepping = None
+        end = self._steps.scaler_skipped()
+        self._pending.micro_stats, self._pending.factors = [], []  # inf/nan gradients: no per-sample values
+        if self._engine is not None:
+            self._engine.drop_step(end.step, "GradScaler skipped the step (inf/nan gradients)")
+        self._emit(end, optimizer=optimizer, params=[], per_param={})
 
     # emission ----------------------------------------------------------------------------
 
-    def _init_distance(self, params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
-        """||W_before - W_0|| per parameter; W_0 is the first snapshot seen (kept on the host)."""
-        initial = []
-        for param, value in zip(params, before):
-            if param not in self._initial:
-                self._initial[param] = value.detach().to("cpu", copy=True)
-            initial.append(self._initial[param])
-        return scalars.distances(before, initial)
-
     def _emit(
-        self, optimizer: Any, params: list[torch.Tensor], per_param: dict[str, torch.Tensor],
-        skipped: bool,
+        self, end: StepEnd, optimizer: Any, params: list[torch.Tensor], per_param: dict[str, torch.Tensor]
     ) -> None:
         started = time.perf_counter()
         pending = self._pending
-        recorded = self._recorded() and not skipped and bool(per_param)
+        recorded = self._recorded(end.step) and not end.skipped and bool(per_param)
         if recorded and pending.sum_norm2 and params:
             nan = torch.full((), math.nan, dtype=torch.float64, device=params[0].device)
             per_param["sum_norm2"] = torch.stack(
                 [pending.sum_norm2.get(id(p), nan).to(nan.device) for p in params]
             )
         now = time.perf_counter() - self._start
+        scale, source = step_factor(pending.factors)
         record = StepRecord(
-            step=self.step,
+            step=end.step,
             rank=self.rank,
             optimizer=-1 if optimizer is None else self._index_of(optimizer),
             wall_time=now,
             step_time=now - self._last_step_end,
             recorder_time=self._own_time + (time.perf_counter() - started),
-            backward_calls=pending.backward_calls,
-            skipped=skipped,
+            backward_calls=end.backward_calls,
+            skipped=end.skipped,
             recorded=recorded,
             hparams=hparams(optimizer),
             losses=pending.losses,
             loss_scale=pending.loss_scale,
-            per_sample_scale=_scale_value(pending.per_sample_factor),
+            per_sample_scale=scale,
+            per_sample_scale_source=source,
             batch_size=pending.batch_size if pending.micro_stats else -1,
             params=[self._names.param(p) for p in params] if recorded else [],
             per_param=per_param if recorded else {},
@@ -479,16 +431,16 @@ class Recorder(Callbacks):
         )
         self._ensure_writer().put(record.start_copy())
         head = self._head_layer()
-        if self._layers_dirty or head != self._head:
+        evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
+        if self._layers_dirty or head != self._head or evidence_changed:
             self._layers_dirty, self._head = False, head
-            self._layer_table = self._names.layer_table(self._coverage)
+            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
             self._write_meta(final=False)
         self._last_step_end = now
         self._own_time = 0.0
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
-        self.step += 1
         self.steps_emitted += 1
 
     def _head_layer(self) -> str | None:
@@ -509,7 +461,7 @@ class Recorder(Callbacks):
         if self.rank != 0 or saw_nothing:
             return
         if self._names.roots():  # the model may be gone by the time the process exits
-            self._layer_table = self._names.layer_table(self._coverage)
+            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
         if self._engine is not None:  # covered = rows recorded (coverage from evidence)
             self._layer_table = self._engine.ledger.layer_table(self._layer_table)
         fields: dict[str, Any] = {
@@ -528,17 +480,3 @@ class Recorder(Callbacks):
             run_meta.update_meta(self.run_dir, **fields)
         except (OSError, ValueError):
             pass  # already reported by the writer or the run-directory check
-
-    def _coverage(self, module: torch.nn.Module) -> Any:
-        if self._engine is None:
-            from gradscope.record.engine import Coverage
-
-            return Coverage(method="none", covered=False, reason="profile minimal: no per-sample")
-        return self._engine.coverage(module)
-
-
-def _scale_value(value: Any) -> float | torch.Tensor:
-    """A float, or a 0-dim tensor read later in the writer thread (never synced here)."""
-    if value is None:
-        return math.nan
-    return value.detach() if isinstance(value, torch.Tensor) else float(value)

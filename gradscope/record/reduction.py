@@ -1,26 +1,33 @@
 """How a scalar loss reduces over samples, read from its autograd graph.
 
-Hooks see gradients of the batch loss. For ``loss = mean_i l_i`` a sample's hook
-gradient is ``g_i / B``; for ``sum_i l_i`` it is ``g_i``; ``loss / k`` (gradient
-accumulation) divides once more. ``per_sample_factor`` returns the factor f such that
-``g_i = f * hook gradient`` with ``f = k * B`` (mean) or ``k`` (sum), where k collects
-divisions and multiplications by Python numbers on top of the reduction.
+Hooks see gradients of the batch loss: sample i's hook gradient is its exact contribution
+c_i to the gradient (sum_i c_i = the batch gradient), which gradscope stores. The
+per-sample-loss gradient is g_i = f c_i with f = k B for ``loss = k' mean_i l_i`` (k = 1/k')
+and f = k for a sum; ``loss / 4`` (gradient accumulation) gives k = 4. f is exact only when
+the loss is a plain mean or sum over the batch (DESIGN.md section 4): a class-weighted or
+label-smoothed loss, ``ignore_index`` hitting a target, or extra terms added to the
+reduction leave no uniform f, and f is then an assumption. ``per_sample_factor`` returns
+f and how it was known: "declared" (``--reduction``), "read" (exact, from the graph) or
+"assumed".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 _MEAN, _SUM = 1, 2  # torch's at::Reduction codes, as saved by *LossBackward nodes
+DECLARED, READ, ASSUMED = "declared", "read", "assumed"
 
 
 @dataclass(frozen=True)
 class Reduction:
     kind: str  # "mean" | "sum"
-    factor: float  # product of scalar factors between the loss and its reduction
-    detected: bool  # False: could not tell, "mean" assumed
+    factor: float  # k: product of scalar factors between the loss and its reduction
+    exact: bool | torch.Tensor  # a plain mean/sum; a 0-dim bool tensor when only the device knows
 
 
 def _scalar(value: object) -> float | None:
@@ -32,30 +39,63 @@ def _scalar(value: object) -> float | None:
     return None
 
 
+def _loss_node_exact(node: object, code: int) -> bool | torch.Tensor:
+    """A *LossBackward node is a plain reduction: no class weights, no ignored target."""
+    if any(getattr(node, name, None) is not None for name in ("_saved_weight", "_saved_pos_weight")):
+        return False
+    total = getattr(node, "_saved_total_weight", None)  # nll_loss: count of kept targets
+    target = getattr(node, "_saved_target", None)
+    if code != _MEAN or not isinstance(total, torch.Tensor) or not isinstance(target, torch.Tensor):
+        return True
+    kept_all = total.detach().reshape(()) == target.numel()
+    return bool(kept_all) if kept_all.device.type == "cpu" else kept_all
+
+
 def detect_reduction(loss: torch.Tensor) -> Reduction:
-    node, factor = loss.grad_fn, 1.0
+    """Walk scalar Mul/Div (and Add, which makes f an assumption: k then counts only the
+    factors above the first Add) down to the reduction."""
+    node, factor, plain = loss.grad_fn, 1.0, True
     for _ in range(16):  # scalar arithmetic stacked on a reduction is shallow
         if node is None:
             break
         name = type(node).__name__
         if name.startswith("Mean"):
-            return Reduction("mean", factor, True)
+            return Reduction("mean", factor, plain)
         if name.startswith("Sum"):
-            return Reduction("sum", factor, True)
+            return Reduction("sum", factor, plain)
         code = getattr(node, "_saved_reduction", None)
         if code in (_MEAN, _SUM):
-            return Reduction("mean" if code == _MEAN else "sum", factor, True)
+            exact = _loss_node_exact(node, code)
+            return Reduction("mean" if code == _MEAN else "sum", factor, exact if plain else False)
         scalar = _scalar(getattr(node, "_saved_other", None))
-        if name.startswith("Div") and scalar:
-            factor *= scalar
-        elif name.startswith("Mul") and scalar:
-            factor /= scalar
-        elif not name.startswith("Add"):
+        if name.startswith("Add"):
+            plain = False  # reg + ce, label smoothing: the first term's reduction is a guess
+        elif scalar and name.startswith(("Div", "Mul")):
+            if plain:  # factors inside one term of a sum are that term's, not the loss's
+                factor = factor * scalar if name.startswith("Div") else factor / scalar
+        else:
             break
         node = node.next_functions[0][0]
     return Reduction("mean", factor, False)
 
 
-def per_sample_factor(reduction: Reduction, batch_size: int, forced: str = "auto") -> float:
+def per_sample_factor(
+    reduction: Reduction, batch_size: int, forced: str = "auto"
+) -> tuple[float, str | torch.Tensor]:
+    """(f, source): f = k B (mean) or k (sum); source "declared", "read" or "assumed",
+    or a 0-dim bool tensor (True: "read") resolved off the training thread."""
     kind = reduction.kind if forced == "auto" else forced
-    return reduction.factor * (batch_size if kind == "mean" else 1)
+    factor = reduction.factor * (batch_size if kind == "mean" else 1)
+    if forced != "auto":
+        return factor, DECLARED
+    if isinstance(reduction.exact, torch.Tensor):
+        return factor, reduction.exact
+    return factor, READ if reduction.exact else ASSUMED
+
+
+def step_factor(factors: list[tuple[float, Any]]) -> tuple[float, list[Any]]:
+    """A step's f (NaN when its micro-batches disagree or none was measured) and the
+    sources of its micro-batches (strings, or bool tensors resolved in the writer thread)."""
+    values = {f for f, _ in factors}
+    scale = values.pop() if len(values) == 1 else math.nan
+    return float(scale), [source for _, source in factors]

@@ -44,7 +44,8 @@ class HostCopy:
 
 @dataclass
 class MicroStats:
-    """Per-sample statistics of one backward call (tensors on the device, already scaled)."""
+    """Per-sample statistics of one backward call: each sample's contribution c_i to the
+    gradient the optimizer sees (tensors on the device, unscaled)."""
 
     micro: int
     layers: list[str]
@@ -71,7 +72,10 @@ class StepRecord:
     hparams: list[dict[str, Any]]
     losses: list[torch.Tensor] = field(default_factory=list)
     loss_scale: torch.Tensor | None = None
-    per_sample_scale: float | torch.Tensor = math.nan  # a tensor with a GradScaler
+    per_sample_scale: float = math.nan  # f: g_i = f c_i (NaN unknown)
+    # how f was known, per micro-batch: "declared" | "read" | "assumed", or a 0-dim bool
+    # tensor (True: read) that only the device knows (nll_loss's ignore_index)
+    per_sample_scale_source: list[Any] = field(default_factory=list)
     batch_size: int = -1
     # per-parameter values (same order as params); None when not recorded
     params: list[tuple[str, str]] = field(default_factory=list)
@@ -83,9 +87,8 @@ class StepRecord:
         """Launch the host copies now; the returned callable builds the rows later."""
         loss = torch.stack([x.detach().double().sum() for x in self.losses]).sum() if self.losses else None
         names = list(self.per_param)
-        scale = self.per_sample_scale
-        scale_tensor = scale.reshape(()) if isinstance(scale, torch.Tensor) else None
-        tensors = [loss, self.loss_scale, scale_tensor] + [self.per_param[n] for n in names]
+        sources = [s for s in self.per_sample_scale_source if isinstance(s, torch.Tensor)]
+        tensors = [loss, self.loss_scale] + sources + [self.per_param[n] for n in names]
         micro = [
             HostCopy([*m.norm2, *m.weight_dot, *m.sketch, *m.gram, m.groups])
             for m in self.micro_stats
@@ -95,9 +98,12 @@ class StepRecord:
 
         def build() -> dict[str, Rows]:
             values = copy.get()
-            per_param = dict(zip(names, values[3:]))
-            if values[2] is not None:
-                self.per_sample_scale = float(values[2])
+            read = iter(values[2 : 2 + len(sources)])
+            self.per_sample_scale_source = [
+                s if isinstance(s, str) else "read" if bool(next(read)) else "assumed"
+                for s in self.per_sample_scale_source
+            ]
+            per_param = dict(zip(names, values[2 + len(sources) :]))
             tables = {"steps": self._step_row(values[0], values[1], per_param)}
             if self.params and per_param:
                 tables["layers"] = self._layer_rows(per_param)
@@ -132,6 +138,7 @@ class StepRecord:
             "grad_norm": [math.nan if grads is None else float(np.sqrt(np.sum(grads**2)))],
             "loss_scale": [math.nan if loss_scale is None else float(loss_scale)],
             "per_sample_scale": [self.per_sample_scale],
+            "per_sample_scale_source": [_weakest(self.per_sample_scale_source)],
             "hparams": [json.dumps(self.hparams, default=str)],
         }
 
@@ -249,6 +256,15 @@ class StepRecord:
             "norm2_a": gram[:, :, first, first].reshape(-1),
             "norm2_b": gram[:, :, second, second].reshape(-1),
         }
+
+
+def _weakest(sources: list[str]) -> str:
+    """A step's source is its least certain micro-batch's: assumed < declared < read;
+    "" when no per-sample values were recorded."""
+    for source in ("assumed", "declared", "read"):
+        if source in sources:
+            return source
+    return ""
 
 
 def _concatenate(parts: list[Rows]) -> Rows:

@@ -3,7 +3,8 @@
 Each function returns one 1-D float64 tensor with a value per parameter, so one
 asynchronous device-to-host copy carries a whole step. Nothing here reads a value back.
 Norms run as one fused ``torch._foreach_norm`` per (device, dtype) group; half-precision
-tensors are accumulated in float32.
+tensors are accumulated in float32. A sparse tensor (``nn.Embedding(sparse=True)``'s
+gradient) counts by its coalesced values: the same norm as its dense form.
 """
 
 from __future__ import annotations
@@ -26,12 +27,21 @@ def norms(tensors: Tensors) -> torch.Tensor:
     device = tensors[0].device
     result = torch.empty(len(tensors), dtype=torch.float64, device=device)
     for (_, dtype), indices in groups.items():
-        members = [tensors[i].detach() for i in indices]
+        members = [_values(tensors[i].detach()) for i in indices]
         if dtype in _LOW_PRECISION:
             members = [m.float() for m in members]
         values = torch.stack(torch._foreach_norm(members)).to(device=device, dtype=torch.float64)
         result[torch.tensor(indices, device=device)] = values
     return result
+
+
+def _values(tensor: torch.Tensor) -> torch.Tensor:
+    """The stored values of a tensor: a sparse COO tensor's coalesced values, else itself."""
+    if tensor.layout == torch.sparse_coo:
+        return tensor.coalesce().values()
+    if tensor.layout != torch.strided:
+        return tensor.values()  # compressed layouts (CSR, ...) hold no duplicates
+    return tensor
 
 
 def grad_norms(params: Tensors) -> torch.Tensor:

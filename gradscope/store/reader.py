@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from gradscope.errors import GradscopeError
 from gradscope.store.meta import EVENTS_FILE, META_FILE
-from gradscope.store.schema import FORMAT_VERSION, TABLES
+from gradscope.store.schema import ADDED, FORMAT_VERSION, TABLES
 
 
 @dataclass
@@ -79,8 +79,15 @@ class Run:
         names = list(columns) if columns is not None else TABLES[table].names
         schema = pa.schema([TABLES[table].field(name) for name in names])
         for shard in dataset.files:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=names):
-                yield from pa.Table.from_batches([batch]).select(names).cast(schema).to_batches()
+            parquet = pq.ParquetFile(shard)
+            present = [n for n in names if n in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+                frame = pa.Table.from_batches([batch])
+                for name in names:  # a column added by a later format (ADDED): nulls
+                    if name not in present:
+                        field_ = schema.field(name)
+                        frame = frame.append_column(field_, pa.nulls(len(frame), field_.type))
+                yield from frame.select(names).cast(schema).to_batches()
 
     def count(self, table: str, rank: int | None = None) -> int:
         dataset = self._scoped(table, rank)
@@ -123,7 +130,7 @@ class Run:
         except (OSError, pa.ArrowException) as err:
             self.problems.append(f"{shard.relative_to(self.path)}: unreadable shard skipped ({err})")
             return False
-        missing = set(TABLES[table].names) - set(schema.names)
+        missing = set(TABLES[table].names) - set(schema.names) - set(ADDED.get(table, {}))
         if missing:
             self.problems.append(
                 f"{shard.relative_to(self.path)}: shard lacks columns {sorted(missing)}; skipped"

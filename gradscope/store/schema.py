@@ -1,19 +1,22 @@
-"""Arrow schemas of the run directory, format v1 (see docs/run-format.md).
+"""Arrow schemas of the run directory, format v2 (see docs/run-format.md).
 
 Every table is a folder of Parquet shards, one sub-folder per rank:
 ``RUN/<table>/rank-<R>/part-<NNNNNN>.parquet``. Rows carry their ``rank`` too, so a
 dataset over the whole table needs no partition parsing.
 
-Per-sample quantities are stored in the per-sample-loss convention: ``g_i`` is the
-gradient of sample i's own loss, whatever reduction the user's loss used (the
-factor applied is the step's ``per_sample_scale``).
+Per-sample quantities (v2) are each sample's exact contribution ``c_i`` to the gradient the
+optimizer sees: the hook gradients of the batch loss, divided by the GradScaler scale, so
+sum_i c_i over the step's micro-batches = p.grad. The per-sample-loss gradient is
+``g_i = f c_i`` with f the step's ``per_sample_scale`` (``per_sample_scale_source`` says
+whether f was declared, read exactly from the loss graph, or assumed). v1 runs stored
+``f c_i``: ratios (cosines, coherence, noise scale) read the same from both.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # One row per optimizer step (or per backward pass when the script has no optimizer).
 STEPS = pa.schema(
@@ -24,14 +27,17 @@ STEPS = pa.schema(
         ("wall_time", pa.float64()),  # seconds since the recorder started, at the step's end
         ("step_time", pa.float64()),  # seconds since the previous step's end (NaN for the first)
         ("recorder_time", pa.float64()),  # seconds the recorder itself spent on this step
-        ("loss", pa.float64()),  # sum over the step's backward calls (first call for closures)
+        # the script's (unscaled) loss summed over the step's micro-batch backward calls;
+        # of closure evaluations only the first counts
+        ("loss", pa.float64()),
         ("backward_calls", pa.int32()),
         ("batch_size", pa.int32()),  # samples seen by per-sample hooks in the step, -1 unknown
         ("skipped", pa.bool_()),  # a GradScaler skipped the optimizer step (inf/nan grads)
         ("recorded", pa.bool_()),  # per-layer and per-sample statistics recorded this step
         ("grad_norm", pa.float64()),  # global L2 norm of all gradients the optimizer sees
         ("loss_scale", pa.float64()),  # GradScaler scale, NaN without one
-        ("per_sample_scale", pa.float64()),  # hook gradient * this = per-sample-loss gradient
+        ("per_sample_scale", pa.float64()),  # f: g_i = f c_i; NaN unknown or micro-batches differ
+        ("per_sample_scale_source", pa.string()),  # "declared" | "read" | "assumed"; "" none (v2)
         ("hparams", pa.string()),  # JSON list, one object per param group (lr, momentum, ...)
     ]
 )
@@ -49,8 +55,8 @@ LAYERS = pa.schema(
         ("update_norm", pa.float64()),  # ||W_after - W_before||
         ("init_distance", pa.float64()),  # ||W_before - W_0||, W_0 the first weights seen
         ("nonfinite", pa.bool_()),  # gradient holds inf or nan
-        # ||sum_i g_i||^2 over all samples of the step, per-sample-loss convention, measured
-        # at the end of the step's last backward (before clipping); NaN when unknown
+        # ||sum_i c_i||^2 = ||p.grad||^2 (unscaled) at the end of the step's last recorded
+        # backward (before clipping); NaN when unknown. v1: f^2 times that
         ("sum_norm2", pa.float64()),
     ]
 )
@@ -63,11 +69,11 @@ SAMPLES = pa.schema(
         ("micro", pa.int32()),  # index of the backward call within the step
         ("sample", pa.int32()),  # index of the sample within that backward's batch
         ("layer", pa.string()),
-        ("norm2", pa.float64()),  # ||g_i||^2 over the layer's parameters
-        ("weight_dot", pa.float64()),  # <g_i, W> over the layer's parameters (W before the step)
+        ("norm2", pa.float64()),  # ||c_i||^2 over the layer's parameters (v1: ||f c_i||^2)
+        ("weight_dot", pa.float64()),  # <c_i, W> over the layer's parameters (W before the step)
         ("loss", pa.float64()),  # per-sample loss when known, else NaN
         ("group", pa.int64()),  # sample group label from gradscope.groups(), -1 none
-        ("sketch", pa.list_(pa.float32())),  # seeded random projection of g_i (fixed length)
+        ("sketch", pa.list_(pa.float32())),  # seeded random projection of c_i (fixed length)
     ]
 )
 
@@ -80,7 +86,7 @@ GRAM = pa.schema(
         ("layer", pa.string()),
         ("size", pa.int32()),  # B
         ("exact", pa.bool_()),  # False: estimated from sketches
-        ("values", pa.list_(pa.float64())),  # row-major B x B, K_ij = <g_i, g_j>
+        ("values", pa.list_(pa.float64())),  # row-major B x B, K_ij = <c_i, c_j>
     ]
 )
 
@@ -118,3 +124,6 @@ TABLES: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "task_samples": TASK_SAMPLES,
 }
+
+# Columns a run of an older format may lack: the reader fills them with nulls.
+ADDED: dict[str, dict[str, int]] = {"steps": {"per_sample_scale_source": 2}}

@@ -25,13 +25,15 @@ def _script_module(name: str):
 
 
 def _reference_step0(module) -> dict[str, dict[str, np.ndarray]]:
-    """Per-layer norm2 and <g_i, W> for the first batch, from one backward per sample."""
+    """Per-layer norm2 and <c_i, W> for the first batch, from one backward per sample:
+    these scripts' batch loss is the mean of ``per_sample_loss``, so c_i = g_i / B."""
     model, batches = module.build()
     first = batches[0]
     layers = reference_layers(model, lambda: module.per_sample_loss(model, first))
     params = [p for entries in layers.values() for _, p in entries]
     grads = reference_per_sample_grads(lambda: module.per_sample_loss(model, first), params)
-    by_id = dict(zip([id(p) for p in params], grads))
+    batch = grads[0].shape[0]
+    by_id = {id(p): g / batch for p, g in zip(params, grads)}
     expected = {}
     for layer, entries in layers.items():
         flat = np.concatenate([by_id[id(p)].detach().flatten(1).double().numpy() for _, p in entries], 1)
@@ -61,10 +63,13 @@ def test_per_sample_shards_match_a_naive_loop(script, options, tmp_path):
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout == plain.stdout
     run = open_run(tmp_path / "run")
+    step = run.table("steps").set_index("step").loc[0]
     samples = run.table("samples")
     step0 = samples[(samples["step"] == 0) & (samples["micro"] == 0)]
     expected = _reference_step0(_script_module(script))
     assert set(step0["layer"]) == set(expected), (set(step0["layer"]), set(expected))
+    # stored values are contributions c_i; f = B turns them into g_i, read from the graph
+    assert (step["per_sample_scale"], step["per_sample_scale_source"]) == (step0["sample"].nunique(), "read")
     for layer, want in expected.items():
         rows = step0[step0["layer"] == layer].sort_values("sample")
         for column in ("norm2", "weight_dot"):

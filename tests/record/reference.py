@@ -145,3 +145,32 @@ def assert_matches_reference(
                 actual, value, rtol=rtol, atol=rtol * scale, msg=lambda m, k=key, n=layer: f"{n}.{k}: {m}"
             )
     return stats
+
+
+def reference_contributions(
+    model: nn.Module, inputs: Tensor, loss_of_output: Callable[[Tensor], Tensor]
+) -> dict[str, dict[str, Tensor]]:
+    """Each sample's exact contribution c_j to the gradient of the script's batch loss, per
+    layer: norm2 ``|c_j|^2`` and weight_dot ``<c_j, W>``, shape [B] each.
+
+    One sample at a time: the model runs on each sample alone; the batch output keeps only
+    sample j's output on the graph (the others detached) and the script's own loss of that
+    batch output is differentiated. Exact for any reduction (ignore_index, label smoothing,
+    a penalty on the outputs, a division for accumulation), as long as samples do not
+    interact in the forward pass.
+    """
+    layers = reference_layers(model, lambda: model(inputs))
+    params = [p for entries in layers.values() for _, p in entries]
+    outputs = [model(inputs[j : j + 1]) for j in range(inputs.shape[0])]
+    rows = []
+    for j in range(len(outputs)):
+        batch = torch.cat([o if i == j else o.detach() for i, o in enumerate(outputs)])
+        grads = torch.autograd.grad(loss_of_output(batch), params, retain_graph=True, allow_unused=True)
+        rows.append([torch.zeros_like(p) if g is None else g.to_dense() for g, p in zip(grads, params)])
+    by_param = {id(p): torch.stack([row[k] for row in rows]) for k, p in enumerate(params)}
+    result = {}
+    for layer, entries in layers.items():
+        flat = torch.cat([by_param[id(p)].flatten(1).double() for _, p in entries], dim=1)
+        weights = torch.cat([p.detach().reshape(-1).double() for _, p in entries])
+        result[layer] = {"norm2": (flat * flat).sum(1), "weight_dot": flat @ weights}
+    return result

@@ -108,7 +108,8 @@ def make_run(
         _append(step_rows, step=step, rank=0, optimizer=0, wall_time=0.1 * step, step_time=0.1,
                 recorder_time=0.001, loss=loss, backward_calls=1, batch_size=batch, skipped=False,
                 recorded=True, grad_norm=total_norm2**0.5, loss_scale=float("nan"),
-                per_sample_scale=float(batch), hparams=json.dumps([{"lr": 0.1 * 0.97**step}]))
+                per_sample_scale=float(batch), per_sample_scale_source="read",
+                hparams=json.dumps([{"lr": 0.1 * 0.97**step}]))
     _write(path, "steps", step_rows)
     _write(path, "layers", layer_rows)
     if with_samples:

@@ -1,0 +1,62 @@
+"""The loss behind a backward call, as the script computed it (before GradScaler scaling).
+
+``scaler.scale(loss)`` multiplies by the scale (a power of 2); the wrapper keeps which
+tensor it returned, its input and the scale read then (``Scaled``). When the backward's root
+is that output, the loss is the input itself: exact, no division. Otherwise (the scaled
+loss was transformed before backward) the root is divided by the scale read since the
+last backward. Per-sample hook gradients of a scaled backward are divided by ``scale``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from gradscope.record.reduction import Reduction, detect_reduction
+
+
+@dataclass
+class Scaled:
+    """One ``GradScaler.scale`` call: weak references to its output and input, the scale."""
+
+    output: Any
+    input: Any
+    scale: torch.Tensor
+
+    @classmethod
+    def of(cls, scaler: Any, outputs: Any, result: Any) -> Scaled | None:
+        scale = getattr(scaler, "_scale", None)
+        if not isinstance(scale, torch.Tensor) or not scaler.is_enabled():
+            return None
+        refs = [weakref.ref(t) if isinstance(t, torch.Tensor) else (lambda: None) for t in (result, outputs)]
+        return cls(refs[0], refs[1], scale.detach().clone().reshape(()))
+
+
+@dataclass
+class BackwardLoss:
+    """The loss of the running backward call."""
+
+    value: torch.Tensor | None  # 0-dim, detached, unscaled; None when the root is not a scalar
+    reduction: Reduction | None
+    scale: torch.Tensor | None  # the GradScaler scale the root was multiplied by
+
+
+def loss_of(root: Any, scaled: Scaled | None) -> BackwardLoss | None:
+    """The script's loss behind the backward root ``root``."""
+    if not isinstance(root, torch.Tensor):
+        return None
+    scale = None if scaled is None else scaled.scale
+    loss, divide = root, scale
+    if scaled is not None and scaled.output() is root and isinstance(scaled.input(), torch.Tensor):
+        loss, divide = scaled.input(), None
+    if loss.dim() != 0:
+        return BackwardLoss(None, None, scale)
+    reduction = detect_reduction(loss)
+    value = loss.detach()
+    if divide is not None:
+        value = value / divide
+        reduction = replace(reduction, factor=reduction.factor * float(divide))
+    return BackwardLoss(value, reduction, scale)
