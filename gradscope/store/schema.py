@@ -118,3 +118,22 @@ TABLES: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "task_samples": TASK_SAMPLES,
 }
+
+
+def type_mismatch(actual: pa.Schema, expected: pa.Schema) -> str | None:
+    """Why a shard's columns do not match the table's schema (None when they do).
+
+    List columns compare by value type (the list's field name varies between writers);
+    integers of any width are accepted for integers, floats for floats (read with a
+    checked cast, which fails on overflow)."""
+    for name in expected.names:
+        index = actual.get_field_index(name)
+        if index < 0:
+            return f"lacks column {name}"
+        have, want = actual.field(index).type, expected.field(name).type
+        if pa.types.is_list(have) and pa.types.is_list(want):
+            have, want = have.value_type, want.value_type
+        same_kind = any(kind(have) and kind(want) for kind in (pa.types.is_integer, pa.types.is_floating))
+        if not (have.equals(want) or same_kind):
+            return f"column {name} is {have}, expected {want}"
+    return None
