@@ -15,3 +15,9 @@ def os_error_line(err: OSError) -> str:
     if err.errno is not None:
         return err.strerror or os.strerror(err.errno) or errno.errorcode.get(err.errno, str(err))
     return str(err) or type(err).__name__
+
+
+def short_path(path: object) -> str:
+    """A path for a one-line message: long ones keep their start and end."""
+    text = str(path)
+    return text if len(text) <= 80 else text[:40] + "..." + text[-30:]

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from gradscope.errors import GradscopeError, os_error_line
+from gradscope.errors import GradscopeError, os_error_line, short_path
 from gradscope.record.config import RecordConfig
 from gradscope.record.supervise import Outcome, run_supervised
 from gradscope.store import meta as run_meta
@@ -87,7 +87,8 @@ def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, for
         meta["launcher"] = {"pid": os.getpid(), "host": socket.gethostname()}
         write_json_atomic(run_dir / META_FILE, meta)
     except OSError as err:
-        raise GradscopeError(f"cannot write run directory {run_dir}: {os_error_line(err)}") from None
+        where = short_path(run_dir)
+        raise GradscopeError(f"cannot write run directory {where}: {os_error_line(err)}") from None
     run_meta.make_reserve(run_dir)
 
 

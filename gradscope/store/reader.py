@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from gradscope.errors import GradscopeError, os_error_line
+from gradscope.errors import GradscopeError, os_error_line, short_path
 from gradscope.store.meta import EVENTS_FILE, META_FILE, read_meta
 from gradscope.store.schema import FORMAT_VERSION, TABLES, type_mismatch
 from gradscope.store.validate import clean_meta, parse_events
@@ -173,7 +173,7 @@ def check_directory(path: str | Path, what: str = "run directory") -> Path:
     """``path`` as a Path when it is a readable directory, else a one-line GradscopeError
     that says why (missing, a file, a symlink loop, a name too long, no permission)."""
     text = str(path)
-    shown = text if len(text) <= 80 else text[:40] + "..." + text[-30:]
+    shown = short_path(text)
     if not text or "\0" in text:
         raise GradscopeError(f"{what} path is empty or holds a NUL byte")
     try:
