@@ -29,6 +29,7 @@ from typing import Any
 
 _recorder: Any = None
 _owner_pid = 0
+_parent_pid = 0  # our parent when the recorder started: the launcher itself for its direct child
 _terminating = False
 
 
@@ -62,7 +63,7 @@ def arm() -> None:
 
 def start() -> None:
     """Create and start the process's Recorder; errors become one warning line."""
-    global _recorder, _owner_pid
+    global _recorder, _owner_pid, _parent_pid
     if _recorder is not None:
         return
     try:
@@ -75,7 +76,7 @@ def start() -> None:
         config = RecordConfig.from_json(os.environ.get(ENV_CONFIG, "{}"))
         _recorder = Recorder(run_dir=run_dir, config=config, owns_meta=False)
         _recorder.start()
-        _owner_pid = os.getpid()
+        _owner_pid, _parent_pid = os.getpid(), os.getppid()
         atexit.register(_at_exit)
         _install_sigterm()
         append_event(run_dir, {"level": "info", "event": STARTED_EVENT, "pid": os.getpid(),
@@ -97,6 +98,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminating
     if os.getpid() == _owner_pid and not _terminating:
         _terminating = True
+        # A dying launcher may send PDEATHSIG more than once (once per exiting thread it
+        # re-parented us to): later SIGTERMs must not cut the flush short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _finish(reason="SIGTERM")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -108,11 +112,12 @@ def _at_exit() -> None:
 
 
 def _finish(reason: str | None) -> None:
-    try:
-        _recorder.close()
-        _finalise_if_orphaned(reason)
-    except Exception:  # noqa: BLE001, S110 - exiting anyway; the recorder logged what it could
-        pass
+    for step in (_recorder.close, lambda: _finalise_if_orphaned(reason)):
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - exiting anyway: one line, then go on
+            print(f"gradscope: warning: finishing the recording failed ({type(err).__name__}: {err})",
+                  file=sys.stderr, flush=True)
 
 
 def _finalise_if_orphaned(reason: str | None) -> None:
@@ -121,7 +126,10 @@ def _finalise_if_orphaned(reason: str | None) -> None:
     from gradscope.store.meta import drop_reserve, now_iso, update_meta
 
     launcher = os.environ.get(ENV_LAUNCHER, "")
-    if not launcher.isdigit() or _alive(int(launcher)) or getattr(_recorder, "rank", 0) != 0:
+    if not launcher.isdigit() or getattr(_recorder, "rank", 0) != 0:
+        return
+    # The kernel re-parents the launcher's direct child before it sends PDEATHSIG.
+    if (int(launcher) != _parent_pid or os.getppid() == _parent_pid) and _alive(int(launcher)):
         return
     how = f"was stopped by {reason}" if reason else "exited (its exit code is not known)"
     drop_reserve(_recorder.run_dir)
