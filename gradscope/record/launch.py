@@ -30,6 +30,7 @@ ENV_RUN_DIR = "GRADSCOPE_RUN_DIR"
 ENV_CONFIG = "GRADSCOPE_CONFIG"
 ENV_LAUNCHER = "GRADSCOPE_LAUNCHER_PID"
 STARTED_EVENT = "recorder-started"
+FINISHED_EVENT = "recorder-finished"  # with "steps": how many steps that process saw
 MAX_EVENTS_SCAN = 8 * 1024 * 1024
 # Interpreter flags that keep PYTHONPATH (-I, -E) or site (-S, -I) from being read.
 BLIND_FLAGS = {"I": "-I ignores PYTHONPATH", "E": "-E ignores PYTHONPATH", "S": "-S skips sitecustomize"}
@@ -147,38 +148,48 @@ def end_state(outcome: Outcome) -> dict[str, object]:
 
 def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: dict) -> dict[str, str]:
     """Did the training process record anything? ``ok`` | ``never-started`` | ``no-backward``
-    | ``unknown`` (stopped by a signal before any step was saved), with a reason."""
+    | ``unknown`` (no evidence either way, e.g. killed before anything was saved), with a reason.
+    "no-backward" needs positive evidence: a recorder-finished event that saw 0 steps."""
     saved = any((run_dir / "steps").glob("rank-*/part-*.parquet"))
-    steps = meta.get("steps")
-    if saved or (isinstance(steps, int) and steps > 0):
+    events = _recorder_events(run_dir)
+    seen = [e.get("steps") for e in events if e.get("event") == FINISHED_EVENT]
+    steps = max([s for s in [meta.get("steps"), *seen] if isinstance(s, int)], default=0)
+    if saved:
         return {"state": "ok", "reason": "steps were recorded"}
-    if not _recorder_started(run_dir):
+    if steps > 0:
+        return {"state": "ok", "reason": f"the recorder saw {steps} steps; none was saved (see unwritten)"}
+    if not any(e.get("event") == STARTED_EVENT for e in events):
         why = blind or ("no Python process imported torch with gradscope's bootstrap on its path "
                         "(a PYTHONPATH reset, another interpreter without gradscope, or no torch)")
         return {"state": "never-started", "reason": f"the recorder never started: {why}"}
-    if outcome.returncode < 0 or outcome.signal is not None:
-        return {"state": "unknown", "reason": "the script was stopped before the recorder saved a step"}
-    return {"state": "no-backward", "reason": "the recorder started but saw no backward pass or "
-            "optimizer step"}
+    if seen:
+        return {"state": "no-backward", "reason": "the recorder started but saw no backward pass or "
+                "optimizer step"}
+    return {"state": "unknown", "reason": "the script ended before the recorder could say what it saw"}
 
 
-def _recorder_started(run_dir: Path) -> bool:
+def _recorder_events(run_dir: Path) -> list[dict]:
+    """The recorder's lifecycle events (recorder-started / recorder-finished) in events.jsonl."""
+    from gradscope.store.validate import parse_events
+
     try:
         with open(run_dir / run_meta.EVENTS_FILE, encoding="utf-8", errors="replace") as handle:
-            return f'"event": "{STARTED_EVENT}"' in handle.read(MAX_EVENTS_SCAN)
+            lines = [line for line in handle.read(MAX_EVENTS_SCAN).splitlines() if '"recorder-' in line]
     except OSError:
-        return False
+        return []
+    return parse_events(lines, run_meta.EVENTS_FILE)[0]
 
 
 def _finish_meta(run_dir: Path, outcome: Outcome, blind: str | None, started: bool = True) -> None:
     fields = end_state(outcome) if started else {
         "status": "crashed", "exit_code": 127, "end_reason": "the command could not be started"}
-    run_meta.drop_reserve(run_dir)
     try:
         meta = run_meta.read_meta(run_dir)
         fields["recording"] = recording_state(run_dir, outcome, blind, meta)
         run_meta.update_meta(run_dir, ended=now_iso(), **fields)
+        run_meta.drop_all_reserves(run_dir)
     except (OSError, ValueError) as err:
+        run_meta.drop_all_reserves(run_dir)
         _say(f"warning: could not finalise {run_dir / META_FILE} ({_reason(err)}); "
              f"the script's exit code still passes through")
         return

@@ -11,6 +11,7 @@ through (see docs/reliability.md).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -23,7 +24,8 @@ from gradscope.store.schema import FORMAT_VERSION
 
 META_FILE = "meta.json"
 EVENTS_FILE = "events.jsonl"
-RESERVE_FILE = ".gradscope-reserve"
+# Two reserves: one for the recording process's last meta.json, one for gradscope record's.
+RESERVE_FILES = (".gradscope-reserve-1", ".gradscope-reserve-2")
 RESERVE_BYTES = 256 * 1024  # room for the final meta.json of a run with a large layer table
 MAX_META_BYTES = 32 * 1024 * 1024  # a larger meta.json is refused unread
 
@@ -76,15 +78,26 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def make_reserve(run_dir: Path) -> None:
-    """Set aside RESERVE_BYTES in the run directory (best effort) for the final meta.json."""
-    with contextlib.suppress(OSError):
-        with open(run_dir / RESERVE_FILE, "wb") as handle:
+    """Set aside RESERVE_BYTES twice in the run directory (best effort) for final meta.json writes."""
+    for name in RESERVE_FILES:
+        with contextlib.suppress(OSError), open(run_dir / name, "wb") as handle:
             handle.write(b"\0" * RESERVE_BYTES)
 
 
-def drop_reserve(run_dir: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(run_dir / RESERVE_FILE)
+def drop_reserve(run_dir: Path) -> bool:
+    """Give up one reserve file (True), or say there was none left (False)."""
+    for name in RESERVE_FILES:
+        try:
+            os.unlink(run_dir / name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def drop_all_reserves(run_dir: Path) -> None:
+    while drop_reserve(run_dir):
+        pass
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
@@ -102,7 +115,7 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 def update_meta(run_dir: Path, **fields: Any) -> None:
     """Read-modify-write of meta.json; lists under ``failures`` are appended, not replaced.
 
-    On ENOSPC the reserve file is given up and the write tried once more.
+    On ENOSPC one reserve file is given up and the write tried once more.
     """
     meta = read_meta(run_dir)
     for key, value in fields.items():
@@ -113,9 +126,8 @@ def update_meta(run_dir: Path, **fields: Any) -> None:
     try:
         write_json_atomic(run_dir / META_FILE, meta)
     except OSError as err:
-        if err.errno != 28 or not (run_dir / RESERVE_FILE).exists():  # 28: ENOSPC
+        if err.errno != errno.ENOSPC or not drop_reserve(run_dir):
             raise
-        drop_reserve(run_dir)
         write_json_atomic(run_dir / META_FILE, meta)
 
 

@@ -112,7 +112,7 @@ def _at_exit() -> None:
 
 
 def _finish(reason: str | None) -> None:
-    for step in (_recorder.close, lambda: _finalise_if_orphaned(reason)):
+    for step in (_recorder.close, _say_finished, lambda: _finalise_if_orphaned(reason)):
         try:
             step()
         except Exception as err:  # noqa: BLE001 - exiting anyway: one line, then go on
@@ -120,10 +120,20 @@ def _finish(reason: str | None) -> None:
                   file=sys.stderr, flush=True)
 
 
+def _say_finished() -> None:
+    """A small append that often gets through where meta.json cannot (full or failing disk)."""
+    from gradscope.record.launch import FINISHED_EVENT
+    from gradscope.store.meta import append_event
+
+    if getattr(_recorder, "steps_emitted", 0) or getattr(_recorder, "rank", 0) == 0:
+        append_event(_recorder.run_dir, {"level": "info", "event": FINISHED_EVENT, "pid": os.getpid(),
+                                         "rank": _recorder.rank, "steps": _recorder.steps_emitted})
+
+
 def _finalise_if_orphaned(reason: str | None) -> None:
     """The parent normally writes the final status; without it, write what we know."""
     from gradscope.record.launch import ENV_LAUNCHER
-    from gradscope.store.meta import drop_reserve, now_iso, update_meta
+    from gradscope.store.meta import drop_all_reserves, now_iso, update_meta
 
     launcher = os.environ.get(ENV_LAUNCHER, "")
     if not launcher.isdigit() or getattr(_recorder, "rank", 0) != 0:
@@ -132,9 +142,9 @@ def _finalise_if_orphaned(reason: str | None) -> None:
     if (int(launcher) != _parent_pid or os.getppid() == _parent_pid) and _alive(int(launcher)):
         return
     how = f"was stopped by {reason}" if reason else "exited (its exit code is not known)"
-    drop_reserve(_recorder.run_dir)
     update_meta(_recorder.run_dir, status="interrupted", ended=now_iso(), signal=reason,
                 end_reason=f"gradscope record (pid {launcher}) died; the training process {how}")
+    drop_all_reserves(_recorder.run_dir)
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,8 @@
 GS_FAULT=slow      every shard write sleeps GS_FAULT_SECONDS first (a slow or stuck disk)
 GS_FAULT=enospc    shard writes fail with ENOSPC after leaving a partial temp file, and
                    meta.json fsyncs fail with ENOSPC (a disk filled by another process)
-GS_FAULT=erofs     as enospc, with EROFS (a filesystem remounted read-only)
+                   until the process deletes a reserve file (which frees space)
+GS_FAULT=erofs     shard writes and every fsync fail with EROFS (remounted read-only)
 Faults start after GS_FAULT_AFTER shard writes (default 0).
 """
 
@@ -34,10 +35,22 @@ if _MODE and os.environ.get("GRADSCOPE_RUN_DIR"):
             raise OSError(_code, os.strerror(_code))
         return _original_write(table, where, *args, **kwargs)
 
+    _original_unlink = os.unlink
+    _freed = [0]
+
+    def unlink(path, *args, **kwargs):
+        _original_unlink(path, *args, **kwargs)
+        if "reserve" in os.fspath(path):
+            _freed[0] += 1
+
     def fsync(fd):
         if _code and _tripped():
-            raise OSError(_code, os.strerror(_code))
+            if _MODE == "enospc" and _freed[0]:
+                _freed[0] -= 1
+            else:
+                raise OSError(_code, os.strerror(_code))
         return _original_fsync(fd)
 
     pq.write_table = write_table
     os.fsync = fsync
+    os.unlink = unlink
