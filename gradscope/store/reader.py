@@ -11,6 +11,7 @@ of the run is still read; a row group is read whole or not at all.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import stat
@@ -197,8 +198,10 @@ def _load_meta(run_dir: Path) -> dict[str, Any]:
         raise GradscopeError(f"{meta_path} is a directory, not a file") from None
     except OSError as err:
         raise GradscopeError(f"cannot read {meta_path}: {os_error_line(err)}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GradscopeError(f"{meta_path} is not valid JSON: {_one_line(err)}") from None
     except ValueError as err:
-        raise GradscopeError(f"{meta_path} is not a valid run card: {_one_line(err)}") from None
+        raise GradscopeError(f"{meta_path}: {_one_line(err)}") from None
 
 
 def _stale_problem(meta: dict[str, Any]) -> str | None:
