@@ -167,8 +167,8 @@ class Recorder(Callbacks):
             return
         self._writer.close()
         for table, lost in self._writer.unwritten().items():
-            count = f"{lost['rows']} rows" if "rows" in lost else f"{lost['batches']} steps"
-            self._warn("writer", f"{count} of {table} not written: {lost['reason']}")
+            what = f"{lost['rows']} rows of {table}" if "rows" in lost else f"{lost['batches']} steps' values"
+            self._warn("writer", f"{what} not written: {lost['reason']}")
 
     # failure handling ------------------------------------------------------------------
 
