@@ -2,7 +2,9 @@
 
 The hand-over queue is bounded. When it is full the batch is dropped and counted (never
 blocks training). Each table is buffered per rank and written as a shard when it holds
-``shard_rows`` rows, every ``flush_seconds``, and at close: to ``part-NNNNNN.parquet.tmp``
+``shard_rows`` rows, on a timer, and at close. The timer starts at 1 s and doubles up to
+``flush_seconds`` (1, 2, 4, 8, 10, 10, ... s), so a run killed in its first seconds still
+keeps whole shards of its first steps. Shards are written to ``part-NNNNNN.parquet.tmp``
 first (with Parquet page checksums), renamed when whole, so a crash leaves only whole
 shards; a failed write removes its temporary file.
 
@@ -81,6 +83,7 @@ class ShardWriter:
         self._unconverted = 0  # batches whose conversion raised
         self._part: dict[str, int] = {}
         self._last_flush = time.monotonic()
+        self._interval = min(1.0, flush_seconds)
         self._stopping = False  # plain attributes: set and read without locks
         self._abandoned: str | None = None
         self._thread = threading.Thread(target=self._run, name="gradscope-writer", daemon=True)
@@ -137,8 +140,9 @@ class ShardWriter:
             if self._stopping and item is None:  # the queue is drained
                 self._flush_all()
                 return
-            if time.monotonic() - self._last_flush > self.flush_seconds:
+            if time.monotonic() - self._last_flush > self._interval:
                 self._flush_all()
+                self._interval = min(2 * self._interval, self.flush_seconds)
 
     def _convert(self, item: Batch) -> None:
         try:

@@ -25,7 +25,9 @@ def test_stuck_write_holds_exit_only_up_to_the_close_timeout(tmp_path):
     meta = harness.meta(tmp_path / "run")
     assert done.returncode == 0 and meta["status"] == "finished"
     lost = meta["unwritten"]
-    assert lost["steps"]["rows"] == 12 and "timed out after 2 s" in lost["steps"]["reason"]
+    assert "timed out after 2 s" in lost["steps"]["reason"]
+    # steps converted to rows before the stuck write, plus those still queued behind it
+    assert lost["steps"]["rows"] + lost.get("unconverted", {}).get("batches", 0) == 12
     assert "not written" in done.stderr
     report = harness.gradscope("report", str(tmp_path / "run"), "--no-color")
     assert report.returncode == 0, report.stderr
@@ -113,12 +115,12 @@ def test_read_only_run_directory_is_one_line(tmp_path, cli):
 def test_training_is_not_blocked_by_a_stuck_disk(tmp_path):
     """Steps keep coming while every shard write hangs (the writer is off the training thread)."""
     env = harness.environment(GS_FAULT="slow", GS_FAULT_SECONDS="3600", GRADSCOPE_WRITER_CLOSE_TIMEOUT="1")
-    recording = harness.start(tmp_path / "run", "--steps", "300", "--sleep", "0.05", env=env)  # > 10 s
+    recording = harness.start(tmp_path / "run", "--steps", "100", "--sleep", "0.03", env=env)  # > 1 s
     timer = threading.Timer(280, recording.proc.kill)
     timer.start()
     try:
         code, err = recording.finish(limit=300)
     finally:
         timer.cancel()
-    assert code == 0 and recording.last_step() == 299, err
+    assert code == 0 and recording.last_step() == 99, err
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
