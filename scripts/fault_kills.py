@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fault import harness  # noqa: E402
 
+TARGETS = ("training process", "gradscope record")
+
 
 def one_try(target: str, step: int, root: Path) -> dict[str, object]:
     run = root / f"{target}-{step}"
@@ -49,13 +51,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tries", type=int, default=50, help="kills per target")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=TARGETS, help="kill only this target")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="gradscope-kills-"))
     print("| killed | tries | status right | report works | orphans | temp files left (tries) "
           "| printed steps not saved: median, max |")
     print("|---|---|---|---|---|---|---|")
-    for target in ("training process", "gradscope record"):
+    for target in [args.only] if args.only else TARGETS:
         results = [one_try(target, rng.randint(1, 120), root) for _ in range(args.tries)]
         lost = [int(r["lost"]) for r in results]
         print(f"| {target} | {len(results)} | {sum(bool(r['status']) for r in results)} "
