@@ -7,12 +7,13 @@ training without first loading the report stack (pandas analysis, matplotlib).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
 import typer
 
-from gradscope.errors import GradscopeError
+from gradscope.errors import GradscopeError, os_error_line
 
 COMMANDS = ("record", "report", "metrics", "check", "compare", "demo")
 
@@ -42,14 +43,30 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    """Console entry point: our own errors become one line on stderr and exit code 2.
+    """Console entry point: every failure is one line on stderr.
 
-    Usage errors are typer's (exit 2); typer.Exit carries each command's exit code.
+    Exit codes: typer.Exit carries each command's own (check: 1 = a rule failed); 2 for
+    bad input (our GradscopeError, an OSError on a path, typer's usage errors); 130 on
+    Ctrl-C; 1 with "internal error" for a bug (GRADSCOPE_DEBUG=1 shows its traceback).
     """
     invoked = sys.argv[1] if len(sys.argv) > 1 else ""
     app = build_app((invoked,) if invoked in COMMANDS else COMMANDS)
     try:
         app()
     except GradscopeError as err:
-        print(f"gradscope: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {err}", 2)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _fail(f"error: {where}{os_error_line(err)}", 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as err:  # noqa: BLE001 - a bug: one line, unless asked for the traceback
+        if os.environ.get("GRADSCOPE_DEBUG"):
+            raise
+        _fail(f"internal error: {type(err).__name__}: {err} (GRADSCOPE_DEBUG=1 shows the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    line = " ".join(message.split())
+    print(f"gradscope: {line[:400]}", file=sys.stderr)
+    sys.exit(code)

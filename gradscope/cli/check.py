@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
+from gradscope.cli.paths import config_file
 from gradscope.errors import GradscopeError
 from gradscope.report.check import (
     exit_code,
@@ -52,7 +53,7 @@ def check(
 
     Example: gradscope check runs/mlp --config configs/default.toml --rule 'verdict.* != alert'
     """
-    rules = gather_rules(config or [], rule or [])
+    rules = gather_rules([config_file(path) for path in config or []], rule or [])
     opened = open_run(run)
     outcomes = run_checks(rules, analyze_run(opened), allow_missing)
     if format is CheckFormat.json:

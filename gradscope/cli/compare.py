@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
+from gradscope.cli.paths import output_file
 from gradscope.report.compare import comparison_renderables, write_compare_html
 from gradscope.store.reader import open_run
 
@@ -22,6 +23,8 @@ def compare(
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Metrics (last and mean, B - A) and verdict changes of two runs."""
+    if html is not None:
+        output_file(html, "--html")
     opened_a, opened_b = open_run(run_a), open_run(run_b)
     a, b = analyze_run(opened_a, progress=True), analyze_run(opened_b, progress=True)
     console = Console(no_color=no_color, highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gradscope.analysis.run import analyze_run
+from gradscope.cli.paths import output_file
 from gradscope.report.export import MetricsFormat, select_family, state_lines, write_metrics
 from gradscope.store.reader import open_run
 
@@ -27,6 +28,8 @@ def metrics(
 
     Example: gradscope metrics runs/mlp --family noise | jq '.[] | select(.name == "b_simple")'
     """
+    if out is not None:
+        output_file(out, "--out")
     analysis = analyze_run(open_run(run), progress=True)
     write_metrics(select_family(analysis.metrics, family), format, out)
     for line in state_lines(analysis, family):

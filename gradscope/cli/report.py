@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
+from gradscope.cli.paths import output_file
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
 
@@ -22,6 +23,8 @@ def report(
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Print what was recorded and what it means."""
+    if html is not None:
+        output_file(html, "--html")
     opened = open_run(run)
     analysis = analyze_run(opened, progress=not quiet)
     if not quiet:

@@ -3,50 +3,94 @@
 The command runs as a child process with the bootstrap folder first on PYTHONPATH (its
 ``sitecustomize`` starts the recorder inside every Python process that imports torch)
 and the run directory and configuration in the environment. Standard streams are
-inherited, signals reach the child, and the child's exit code is returned unchanged.
+inherited, signals are passed on (supervise.py), and the child's exit code is returned
+unchanged. After it exits, meta.json says how it ended (``status``, ``signal``,
+``end_reason``) and whether anything was recorded (``recording``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
-import subprocess
+import socket
+import sys
 import time
 from pathlib import Path
 
-from gradscope.errors import GradscopeError
+from gradscope.errors import GradscopeError, os_error_line, short_path
 from gradscope.record.config import RecordConfig
-from gradscope.store.meta import META_FILE, new_meta, now_iso, read_meta, write_json_atomic
+from gradscope.record.supervise import Outcome, run_supervised
+from gradscope.store import meta as run_meta
+from gradscope.store.meta import META_FILE, new_meta, now_iso, write_json_atomic
 
 BOOTSTRAP_DIR = Path(__file__).parent / "inject" / "bootstrap"
 ENV_RUN_DIR = "GRADSCOPE_RUN_DIR"
 ENV_CONFIG = "GRADSCOPE_CONFIG"
+ENV_LAUNCHER = "GRADSCOPE_LAUNCHER_PID"
+STARTED_EVENT = "recorder-started"
+FINISHED_EVENT = "recorder-finished"  # with "steps": how many steps that process saw
+MAX_EVENTS_SCAN = 8 * 1024 * 1024
+# Interpreter flags that keep PYTHONPATH (-I, -E) or site (-S, -I) from being read.
+BLIND_FLAGS = {"I": "-I ignores PYTHONPATH", "E": "-E ignores PYTHONPATH", "S": "-S skips sitecustomize"}
 
 
 def default_run_dir(command: list[str]) -> Path:
     """runs/<script stem>-<time>, e.g. runs/train-20261123-101500."""
     script = next((part for part in command[1:] if part.endswith(".py")), None)
-    stem = Path(script).stem if script else Path(command[0]).name if command else "run"
+    stem = Path(script).stem if script else Path(command[0]).name if command and command[0] else "run"
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def validate_command(command: list[str]) -> None:
+    """One-line GradscopeError when the command cannot be run at all."""
+    if not command:
+        raise GradscopeError("no command to record: put it after --, e.g. -- python train.py")
+    program = command[0]
+    if not program.strip() or "\0" in program:
+        raise GradscopeError("the command after -- is empty")
+    if os.sep in program:
+        path = Path(program)
+        if path.is_dir():
+            raise GradscopeError(f"{program} is a directory, not a command")
+        if not path.is_file():
+            raise GradscopeError(f"command not found: {program}")
+        if not os.access(path, os.X_OK):
+            raise GradscopeError(f"{program} is not executable")
+    elif shutil.which(program) is None:
+        raise GradscopeError(f"command not found: {program}")
+
+
+def blind_python_flags(command: list[str]) -> str | None:
+    """Why a ``python -I/-E/-S ...`` command cannot load the recorder, else None."""
+    if not command or not Path(command[0]).name.startswith("python"):
+        return None
+    for arg in command[1:]:
+        if not arg.startswith("-") or arg in ("-", "-m", "-c") or arg.startswith("--"):
+            break
+        for flag in arg[1:]:
+            if flag in BLIND_FLAGS:
+                return f"python {BLIND_FLAGS[flag]}, so gradscope's recorder cannot be injected"
+            if flag in "cmWXQ":  # takes a value or ends the options
+                return None
+    return None
+
+
 def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, force: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GradscopeError(f"--out {run_dir} is a file, not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
-        raise GradscopeError(f"run directory {run_dir} is not empty (pass --force to reuse it)")
     try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise GradscopeError(f"--out {run_dir} is a file, not a directory")
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+            raise GradscopeError(f"run directory {run_dir} is not empty (pass --force to reuse it)")
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / META_FILE, new_meta(command, _config_dict(config)))
+        meta = new_meta(command, json.loads(config.to_json()))
+        meta["launcher"] = {"pid": os.getpid(), "host": socket.gethostname()}
+        write_json_atomic(run_dir / META_FILE, meta)
     except OSError as err:
-        raise GradscopeError(f"cannot write run directory {run_dir}: {err.strerror}") from None
-
-
-def _config_dict(config: RecordConfig) -> dict:
-    import json
-
-    return json.loads(config.to_json())
+        where = short_path(run_dir)
+        raise GradscopeError(f"cannot write run directory {where}: {os_error_line(err)}") from None
+    run_meta.make_reserve(run_dir)
 
 
 def child_environment(run_dir: Path, config: RecordConfig) -> dict[str, str]:
@@ -57,37 +101,106 @@ def child_environment(run_dir: Path, config: RecordConfig) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env[ENV_RUN_DIR] = str(run_dir.resolve())
     env[ENV_CONFIG] = config.to_json()
+    env[ENV_LAUNCHER] = str(os.getpid())
     return env
 
 
 def launch(command: list[str], run_dir: Path, config: RecordConfig, *, force: bool = False) -> int:
     """Run ``command`` under the recorder; returns its exit code (128+N if killed by signal N)."""
-    if not command:
-        raise GradscopeError("no command to record: put it after --, e.g. -- python train.py")
-    if shutil.which(command[0]) is None and not Path(command[0]).exists():
-        raise GradscopeError(f"command not found: {command[0]}")
+    validate_command(command)
+    blind = blind_python_flags(command)
+    if blind:
+        _say(f"warning: {blind}; the run will hold no recording (drop the flag, or use "
+             "gradscope.Recorder in the script)")
     prepare_run_dir(run_dir, command, config, force)
-    child = subprocess.Popen(command, env=child_environment(run_dir, config))
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # Ctrl-C reaches the child through the terminal; SIGTERM sent to us is passed on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
     try:
-        returncode = child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    exit_code = 128 - returncode if returncode < 0 else returncode
-    _finish_meta(run_dir, returncode, exit_code)
-    return exit_code
+        outcome = run_supervised(
+            command, child_environment(run_dir, config), lambda o: _finish_meta(run_dir, o, blind)
+        )
+    except OSError as err:
+        _finish_meta(run_dir, Outcome(127, None), blind, started=False)
+        raise GradscopeError(f"cannot start {command[0]}: {os_error_line(err)}") from None
+    code = outcome.returncode
+    return 128 - code if code < 0 else code
 
 
-def _finish_meta(run_dir: Path, returncode: int, exit_code: int) -> None:
-    interrupted = returncode in (-signal.SIGINT, -signal.SIGTERM) or exit_code == 130
-    status = "finished" if exit_code == 0 else "interrupted" if interrupted else "crashed"
+def end_state(outcome: Outcome) -> dict[str, object]:
+    """status, exit_code, signal and end_reason of a finished child."""
+    code = outcome.returncode
+    exit_code = 128 - code if code < 0 else code
+    killed = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
+    if outcome.signal is not None:
+        name = signal.Signals(outcome.signal).name
+        status, reason = "interrupted", f"{name} sent to gradscope record and passed on to the script"
+    elif code == 0:
+        status, reason = "finished", "the script exited with code 0"
+    elif killed in ("SIGINT", "SIGTERM", "SIGHUP") or exit_code == 130:
+        status, reason = "interrupted", f"the script was stopped by {killed or 'SIGINT'}"
+    elif killed == "SIGKILL":
+        status, reason = "crashed", "the script was killed by SIGKILL (the kernel's OOM killer sends this)"
+    elif killed:
+        status, reason = "crashed", f"the script was killed by {killed}"
+    else:
+        status, reason = "crashed", f"the script exited with code {exit_code}"
+    sig = signal.Signals(outcome.signal).name if outcome.signal else killed
+    return {"status": status, "exit_code": exit_code, "signal": sig, "end_reason": reason}
+
+
+def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: dict) -> dict[str, str]:
+    """Did the training process record anything? ``ok`` | ``never-started`` | ``no-backward``
+    | ``unknown`` (no evidence either way, e.g. killed before anything was saved), with a reason.
+    "no-backward" needs positive evidence: a recorder-finished event that saw 0 steps."""
+    saved = any((run_dir / "steps").glob("rank-*/part-*.parquet"))
+    events = _recorder_events(run_dir)
+    seen = [e.get("steps") for e in events if e.get("event") == FINISHED_EVENT]
+    steps = max([s for s in [meta.get("steps"), *seen] if isinstance(s, int)], default=0)
+    if saved:
+        return {"state": "ok", "reason": "steps were recorded"}
+    if steps > 0:
+        return {"state": "ok", "reason": f"the recorder saw {steps} steps; none was saved (see unwritten)"}
+    if not any(e.get("event") == STARTED_EVENT for e in events):
+        why = blind or ("no Python process imported torch with gradscope's bootstrap on its path "
+                        "(a PYTHONPATH reset, another interpreter without gradscope, or no torch)")
+        return {"state": "never-started", "reason": f"the recorder never started: {why}"}
+    if seen:
+        return {"state": "no-backward", "reason": "the recorder started but saw no backward pass or "
+                "optimizer step"}
+    return {"state": "unknown", "reason": "the script ended before the recorder could say what it saw"}
+
+
+def _recorder_events(run_dir: Path) -> list[dict]:
+    """The recorder's lifecycle events (recorder-started / recorder-finished) in events.jsonl."""
+    from gradscope.store.validate import parse_events
+
     try:
-        meta = read_meta(run_dir)
-        meta.update(status=status, exit_code=exit_code, ended=now_iso())
-        write_json_atomic(run_dir / META_FILE, meta)
-    except (OSError, ValueError):
-        pass  # the run directory went away or is unwritable; the exit code still passes through
+        with open(run_dir / run_meta.EVENTS_FILE, encoding="utf-8", errors="replace") as handle:
+            lines = [line for line in handle.read(MAX_EVENTS_SCAN).splitlines() if '"recorder-' in line]
+    except OSError:
+        return []
+    return parse_events(lines, run_meta.EVENTS_FILE)[0]
+
+
+def _finish_meta(run_dir: Path, outcome: Outcome, blind: str | None, started: bool = True) -> None:
+    fields = end_state(outcome) if started else {
+        "status": "crashed", "exit_code": 127, "end_reason": "the command could not be started"}
+    try:
+        meta = run_meta.read_meta(run_dir)
+        fields["recording"] = recording_state(run_dir, outcome, blind, meta)
+        run_meta.update_meta(run_dir, ended=now_iso(), **fields)
+        run_meta.drop_all_reserves(run_dir)
+    except (OSError, ValueError) as err:
+        run_meta.drop_all_reserves(run_dir)
+        _say(f"warning: could not finalise {run_dir / META_FILE} ({_reason(err)}); "
+             f"the script's exit code still passes through")
+        return
+    state = fields["recording"]
+    if started and state["state"] in ("never-started", "no-backward"):
+        _say(f"warning: nothing was recorded in {run_dir}: {state['reason']}")
+
+
+def _reason(err: Exception) -> str:
+    return os_error_line(err) if isinstance(err, OSError) else str(err)
+
+
+def _say(line: str) -> None:
+    print(f"gradscope: {line}", file=sys.stderr, flush=True)

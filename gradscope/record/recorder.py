@@ -84,6 +84,7 @@ class Recorder(Callbacks):
         batch_dim: int | None = None,
         config: RecordConfig | None = None,
         owns_meta: bool = True,
+        force: bool = False,
     ) -> None:
         self.config = config or RecordConfig.from_options(
             profile=profile, every=every, sketch=sketch, reduction=reduction, batch_dim=batch_dim
@@ -92,6 +93,7 @@ class Recorder(Callbacks):
         self.rank = int(os.environ.get("RANK", "0"))
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self._owns_meta = owns_meta
+        self._force = force
         self._names = ModuleNames()
         self._explicit_model = model is not None
         if model is not None:
@@ -143,6 +145,7 @@ class Recorder(Callbacks):
 
     def start(self) -> None:
         if self._owns_meta and self.rank == 0:
+            run_meta.claim_run_dir(self.run_dir, self._force)  # GradscopeError before training
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 payload = run_meta.new_meta(sys.argv, asdict(self.config))
@@ -169,8 +172,9 @@ class Recorder(Callbacks):
         if self._writer is None:
             return
         self._writer.close()
-        if self._writer.dropped:
-            self._warn("writer", f"{self._writer.dropped} batches dropped: the disk fell behind")
+        for table, lost in self._writer.unwritten().items():
+            what = f"{lost['rows']} rows of {table}" if "rows" in lost else f"{lost['batches']} steps' values"
+            self._warn("writer", f"{what} not written: {lost['reason']}")
 
     # failure handling ------------------------------------------------------------------
 
@@ -474,9 +478,12 @@ class Recorder(Callbacks):
         }
         if final:
             fields["failures"] = self._failures.entries
+            fields["unwritten"] = self._writer.unwritten() if self._writer is not None else {}
             if status is not None:
                 fields.update(status=status, ended=run_meta.now_iso())
         try:
             run_meta.update_meta(self.run_dir, **fields)
-        except (OSError, ValueError):
-            pass  # already reported by the writer or the run-directory check
+        except (OSError, ValueError) as err:
+            if not getattr(self, "_meta_failed", False):  # once: it never raises into training
+                self._meta_failed = True
+                self._report_failure("meta.json", err)

@@ -1,14 +1,22 @@
 """Background Parquet writer: the training thread hands over rows, a daemon thread writes.
 
 The hand-over queue is bounded. When it is full the batch is dropped and counted (never
-blocks training); the count goes into the run's events. Each table is buffered per rank
-and written as a shard when it holds ``shard_rows`` rows, every ``flush_seconds``, and
-at close: to ``part-NNNNNN.parquet.tmp`` first, renamed when whole, so a crash leaves
-only whole shards.
+blocks training). Each table is buffered per rank and written as a shard when it holds
+``shard_rows`` rows, on a timer, and at close. The timer starts at 1 s and doubles up to
+``flush_seconds`` (1, 2, 4, 8, 10, 10, ... s), so a run killed in its first seconds still
+keeps whole shards of its first steps. Shards are written to ``part-NNNNNN.parquet.tmp``
+first (with Parquet page checksums), renamed when whole, so a crash leaves only whole
+shards; a failed write removes its temporary file.
+
+``close`` never holds the process longer than its timeout (``CLOSE_TIMEOUT_S``): a stuck
+write is left to its daemon thread, and whatever was not written is counted per table in
+``unwritten()`` (meta.json's ``unwritten``). ``close`` takes no lock the training thread
+might hold, so it may run from a signal handler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -22,6 +30,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradscope.store.schema import TABLES
+
+
+def _close_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("GRADSCOPE_WRITER_CLOSE_TIMEOUT", "10")))
+    except ValueError:
+        return 10.0
+
+
+CLOSE_TIMEOUT_S = _close_timeout()
 
 
 def list_column(matrix: np.ndarray) -> pa.Array:
@@ -56,11 +74,18 @@ class ShardWriter:
         self.dropped = 0
         self.failed_tables: set[str] = set()
         self._on_error = on_error
-        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_queue)
         self._buffers: dict[str, list[pa.RecordBatch]] = {}
         self._buffered_rows: dict[str, int] = {}
+        self._rows_in: dict[str, int] = {}
+        self._rows_out: dict[str, int] = {}
+        self._reasons: dict[str, str] = {}
+        self._unconverted = 0  # batches whose conversion raised
         self._part: dict[str, int] = {}
         self._last_flush = time.monotonic()
+        self._interval = min(1.0, flush_seconds)
+        self._stopping = False  # plain attributes: set and read without locks
+        self._abandoned: str | None = None
         self._thread = threading.Thread(target=self._run, name="gradscope-writer", daemon=True)
         self._thread.start()
 
@@ -71,32 +96,74 @@ class ShardWriter:
         except queue.Full:
             self.dropped += 1
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Write everything queued, then stop the thread."""
-        self._queue.put(None)
+    def close(self, timeout: float | None = None) -> bool:
+        """Write everything queued, waiting at most ``timeout`` seconds (default
+        CLOSE_TIMEOUT_S). Returns False when the writer had to be abandoned."""
+        timeout = CLOSE_TIMEOUT_S if timeout is None else timeout
+        self._stopping = True
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandoned = f"still writing when the writer's close timed out after {timeout:g} s"
+            return False
+        return True
+
+    def unwritten(self) -> dict[str, dict[str, Any]]:
+        """What never reached a whole shard: ``{table: {"rows": N, "reason": ...}}``, plus
+        ``"unconverted": {"batches": M, "reason": ...}`` for steps never turned into rows."""
+        lost: dict[str, dict[str, Any]] = {}
+        for table, rows in self._rows_in.items():
+            missing = rows - self._rows_out.get(table, 0)
+            if missing > 0:
+                reason = self._reasons.get(table) or self._abandoned or "not written"
+                lost[table] = {"rows": missing, "reason": reason}
+        queued = len(self._queue.queue) if self._abandoned else 0  # no lock: may run in a handler
+        reasons = [
+            (self.dropped, "hand-over queue full: the disk fell behind training"),
+            (queued, self._abandoned or ""),
+            (self._unconverted, "converting the step's values failed"),
+        ]
+        batches = sum(count for count, _ in reasons)
+        if batches:
+            lost["unconverted"] = {
+                "batches": batches, "reason": "; ".join(r for count, r in reasons if count)
+            }
+        return lost
 
     def _run(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item: Batch | None = self._queue.get(timeout=0.2)
             except queue.Empty:
-                item = {}  # a tick: time-based flush only
-            if item is None:
+                item = None
+            if item is not None:
+                self._convert(item)
+            if self._stopping and item is None:  # the queue is drained
                 self._flush_all()
                 return
-            try:
-                for table, rows in (item() if callable(item) else item).items():
-                    self._append(table, rows)
-            except Exception as err:  # noqa: BLE001 - the writer must never take training down
-                self._fail("rows", err)
-            if time.monotonic() - self._last_flush > self.flush_seconds:
+            if time.monotonic() - self._last_flush > self._interval:
                 self._flush_all()
+                self._interval = min(2 * self._interval, self.flush_seconds)
+
+    def _convert(self, item: Batch) -> None:
+        try:
+            tables = item() if callable(item) else item
+        except Exception as err:  # noqa: BLE001 - the writer must never take training down
+            self._unconverted += 1
+            self._on_error(f"converting a step's values failed: {type(err).__name__}: {err}")
+            return
+        for table, rows in tables.items():
+            try:
+                self._append(table, rows)
+            except Exception as err:  # noqa: BLE001 - one table failing keeps the others
+                self._fail(table, err)
 
     def _append(self, table: str, rows: Rows) -> None:
-        if not rows or table in self.failed_tables:
+        if not rows:
             return
         batch = pa.RecordBatch.from_pydict(rows, schema=TABLES[table])
+        self._rows_in[table] = self._rows_in.get(table, 0) + batch.num_rows
+        if table in self.failed_tables:
+            return
         self._buffers.setdefault(table, []).append(batch)
         self._buffered_rows[table] = self._buffered_rows.get(table, 0) + batch.num_rows
         if self._buffered_rows[table] >= self.shard_rows:
@@ -111,6 +178,8 @@ class ShardWriter:
         self._last_flush = time.monotonic()
 
     def _flush(self, table: str) -> None:
+        if self._abandoned:
+            return  # close gave up on us: count, do not write behind the process's back
         batches = self._buffers.pop(table, [])
         self._buffered_rows[table] = 0
         if not batches:
@@ -119,14 +188,22 @@ class ShardWriter:
         folder = self.run_dir / table / f"rank-{self.rank}"
         folder.mkdir(parents=True, exist_ok=True)
         part = self._part.get(table, 0)
-        self._part[table] = part + 1
         final = folder / f"part-{part:06d}.parquet"
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(arrow_table, tmp)
-        os.replace(tmp, final)
+        try:
+            pq.write_table(arrow_table, tmp, write_page_checksum=True)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._part[table] = part + 1
+        self._rows_out[table] = self._rows_out.get(table, 0) + arrow_table.num_rows
 
     def _fail(self, table: str, err: Exception) -> None:
         """Stop writing ``table`` (the others go on) and report it once."""
         self.failed_tables.add(table)
         self._buffers.pop(table, None)
+        self._buffered_rows[table] = 0
+        self._reasons.setdefault(table, f"{type(err).__name__}: {err}")
         self._on_error(f"writing {table} stopped: {type(err).__name__}: {err}")

@@ -14,6 +14,8 @@ whether f was declared, read exactly from the loss graph, or assumed). v1 runs s
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pyarrow as pa
 
 FORMAT_VERSION = 2
@@ -127,3 +129,23 @@ TABLES: dict[str, pa.Schema] = {
 
 # Columns a run of an older format may lack: the reader fills them with nulls.
 ADDED: dict[str, dict[str, int]] = {"steps": {"per_sample_scale_source": 2}}
+
+def type_mismatch(actual: pa.Schema, expected: pa.Schema, added: Collection[str] = ()) -> str | None:
+    """Why a shard's columns do not match the table's schema (None when they do).
+
+    List columns compare by value type (the list's field name varies between writers);
+    integers of any width are accepted for integers, floats for floats (read with a
+    checked cast, which fails on overflow)."""
+    for name in expected.names:
+        index = actual.get_field_index(name)
+        if index < 0:
+            if name in added:
+                continue  # a column of a later format: read as nulls
+            return f"lacks column {name}"
+        have, want = actual.field(index).type, expected.field(name).type
+        if pa.types.is_list(have) and pa.types.is_list(want):
+            have, want = have.value_type, want.value_type
+        same_kind = any(kind(have) and kind(want) for kind in (pa.types.is_integer, pa.types.is_floating))
+        if not (have.equals(want) or same_kind):
+            return f"column {name} is {have}, expected {want}"
+    return None

@@ -1,0 +1,48 @@
+"""Checks of the paths a command is given, before any work: one line each (GradscopeError)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from gradscope.errors import GradscopeError, os_error_line
+from gradscope.errors import short_path as shown
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _stat(path: Path | str, what: str) -> os.stat_result | None:
+    """os.stat, None when missing; a GradscopeError for any other failure."""
+    text = str(path)
+    if not text or "\0" in text:
+        raise GradscopeError(f"{what} path is empty or holds a NUL byte")
+    try:
+        return os.stat(text)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise GradscopeError(f"{what} {shown(path)}: {os_error_line(err)}") from None
+
+
+def config_file(path: Path) -> Path:
+    """A config file to read: a regular file of at most 1 MiB."""
+    info = _stat(path, "config file")
+    if info is None:
+        raise GradscopeError(f"no such config file: {shown(path)}")
+    if not stat.S_ISREG(info.st_mode):
+        raise GradscopeError(f"config file {shown(path)} is not a regular file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise GradscopeError(f"config file {shown(path)} is larger than 1 MiB")
+    return path
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file to write: not a directory, in a folder that exists."""
+    info = _stat(path, option)
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise GradscopeError(f"{option} {shown(path)} is a directory; give a file name")
+    parent = _stat(path.parent if str(path.parent) else Path("."), f"{option} folder")
+    if parent is None or not stat.S_ISDIR(parent.st_mode):
+        raise GradscopeError(f"{option} {shown(path)}: its folder does not exist")
+    return path

@@ -1,0 +1,51 @@
+"""Issue 11: a run that recorded nothing says so (python -I/-E, no backward), and the Python
+API refuses to overwrite an earlier run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gradscope
+from gradscope.errors import GradscopeError
+from tests.fault import harness
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["-I", "-E"])
+def test_python_flags_that_ignore_pythonpath_are_named(tmp_path, flag):
+    done = harness.record(tmp_path / "run", "--steps", "3", python_flags=(flag,))
+    meta = harness.meta(tmp_path / "run")
+    assert done.returncode == 0
+    assert f"python {flag} ignores PYTHONPATH" in done.stderr.splitlines()[0]  # said up front
+    assert "nothing was recorded" in done.stderr
+    assert meta["recording"]["state"] == "never-started" and flag in meta["recording"]["reason"]
+
+
+@pytest.mark.slow
+def test_script_without_backward_is_named(tmp_path):
+    done = harness.record(tmp_path / "run", "--steps", "3", "--no-backward")
+    meta = harness.meta(tmp_path / "run")
+    assert done.returncode == 0 and "nothing was recorded" in done.stderr
+    assert meta["recording"]["state"] == "no-backward"
+
+
+def _train(recorder_dir, **options):
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradscope.Recorder(model, optimizer, run_dir=recorder_dir, profile="minimal", **options):
+        for _ in range(2):
+            optimizer.zero_grad()
+            model(torch.randn(3, 4)).sum().backward()
+            optimizer.step()
+
+
+def test_api_refuses_a_used_run_directory_before_training(tmp_path):
+    _train(tmp_path / "run")
+    with pytest.raises(GradscopeError, match="not empty: pass force=True"):
+        _train(tmp_path / "run")
+    _train(tmp_path / "run", force=True)
+    (tmp_path / "empty").mkdir()
+    _train(tmp_path / "empty")  # an existing empty folder is fine
+    assert harness.meta(tmp_path / "empty")["status"] == "finished"
