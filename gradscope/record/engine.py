@@ -286,6 +286,9 @@ class PerSampleEngine(TaskSplit, StepEvidence):
                 )
                 self._in_kernel = True
                 contributions = use.kernel(use.module, use.inputs, backprops)
+                unknown = sorted(set(use.params) - set(contributions))
+                if unknown:  # never report g_i = 0 for a parameter the kernel does not model
+                    raise RuntimeError(f"the kernel gives no per-sample gradient for {', '.join(unknown)}")
                 self._methods[use.layer] = self._method(use.module)
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(use.name, error)

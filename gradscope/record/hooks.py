@@ -58,6 +58,7 @@ class Callbacks:
     def backward_raised(self, error: BaseException) -> None: ...
     def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
     def step_post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None: ...
+    def optimizer_created(self, optimizer: torch.optim.Optimizer) -> None: ...
     def loader_started(self, loader: Any) -> None: ...
     def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None: ...
     def scaler_stepped(self, scaler: Any, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
@@ -97,6 +98,7 @@ class GlobalHooks:
         self._wrap(torch.autograd, "backward", self._backward_wrapper)
         self._wrap(torch.utils.data.DataLoader, "__iter__", self._iter_wrapper)
         self._wrap(torch.nn.Module, "compile", self._compile_wrapper(forward_pre))
+        self._wrap(torch.optim.Optimizer, "__init__", self._optimizer_init_wrapper)
         scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
         if scaler_class is not None:
             self._wrap(scaler_class, "scale", self._scale_wrapper)
@@ -153,6 +155,15 @@ class GlobalHooks:
             return compile
 
         return make
+
+    def _optimizer_init_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        created = self._guard("optimizer_created", self._callbacks.optimizer_created)
+
+        def init(optimizer: Any, *args: Any, **kwargs: Any) -> None:
+            original(optimizer, *args, **kwargs)
+            created(optimizer)
+
+        return init
 
     def _iter_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         started = self._guard("loader_started", self._callbacks.loader_started)

@@ -353,6 +353,10 @@ class Recorder(Callbacks):
     def _tracked(self, optimizer: Any) -> bool:
         return self._only_optimizers is None or optimizer in self._only_optimizers
 
+    def optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._tracked(optimizer):
+            self._steps.optimizer_created()
+
     def step_pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if not self._tracked(optimizer):
             return

@@ -52,29 +52,25 @@ def _loss_node_exact(node: object, code: int) -> bool | torch.Tensor:
 
 
 def detect_reduction(loss: torch.Tensor) -> Reduction:
-    """Walk scalar Mul/Div (and Add, which makes f an assumption: k then counts only the
-    factors above the first Add) down to the reduction."""
-    node, factor, plain = loss.grad_fn, 1.0, True
+    """Walk scalar Mul/Div down to the reduction. An Add above it (``reg + ce``, label
+    smoothing) leaves no uniform f: the default, a mean with the factors above the Add, is
+    then assumed, whichever term comes first."""
+    node, factor = loss.grad_fn, 1.0
     for _ in range(16):  # scalar arithmetic stacked on a reduction is shallow
         if node is None:
             break
         name = type(node).__name__
         if name.startswith("Mean"):
-            return Reduction("mean", factor, plain)
+            return Reduction("mean", factor, True)
         if name.startswith("Sum"):
-            return Reduction("sum", factor, plain)
+            return Reduction("sum", factor, True)
         code = getattr(node, "_saved_reduction", None)
         if code in (_MEAN, _SUM):
-            exact = _loss_node_exact(node, code)
-            return Reduction("mean" if code == _MEAN else "sum", factor, exact if plain else False)
+            return Reduction("mean" if code == _MEAN else "sum", factor, _loss_node_exact(node, code))
         scalar = _scalar(getattr(node, "_saved_other", None))
-        if name.startswith("Add"):
-            plain = False  # reg + ce, label smoothing: the first term's reduction is a guess
-        elif scalar and name.startswith(("Div", "Mul")):
-            if plain:  # factors inside one term of a sum are that term's, not the loss's
-                factor = factor * scalar if name.startswith("Div") else factor / scalar
-        else:
-            break
+        if not (scalar and name.startswith(("Div", "Mul"))):
+            break  # Add (several terms) or anything else: f is an assumption
+        factor = factor * scalar if name.startswith("Div") else factor / scalar
         node = node.next_functions[0][0]
     return Reduction("mean", factor, False)
 

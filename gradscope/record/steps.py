@@ -9,7 +9,7 @@ and does the measuring. The rules (docs/run-format.md, "Steps"):
   first is recorded (it is the step's last micro-batch: Lightning's gradient accumulation
   runs earlier micro-batches outside the step and the last one inside the closure); later
   ones are re-evaluations (LBFGS line search), counted but not recorded.
-- With no optimizer ever seen, the previous backward closes a step at the next backward's
+- With no optimizer created or seen stepping, the previous backward closes a step at the next backward's
   start unless its gradients were left to accumulate (the caller judges that), and at
   ``close`` whatever is pending is a step.
 - A backward that raised is discarded: not a micro-batch, counted in ``raised``.
@@ -125,6 +125,12 @@ class StepMachine:
         return running if running is not None else Backward(self.step, self._recorded, True, 0)
 
     # ------------------------------------------------------------------ optimizer
+    def optimizer_created(self) -> None:
+        """An optimizer exists: its steps, not hand-written updates, end steps (a script
+        that zeroes gradients between backward calls of one step, as manual PCGrad does,
+        must not have each backward taken for a hand-written step)."""
+        self.optimizer_seen = True
+
     def optimizer_pre(self, closure: bool) -> None:
         self.optimizer_seen = True
         self._stepping = True

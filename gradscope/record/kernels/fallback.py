@@ -57,6 +57,8 @@ def replay_problem(module: nn.Module) -> str | None:
     for sub in module.modules():
         if parametrize.is_parametrized(sub) or isinstance(sub, parametrize.ParametrizationList):
             return PARAMETRIZED
+        if sub._forward_pre_hooks or sub._forward_hooks:
+            return "the module has forward hooks of its own, which a replay would run again"
         if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.training and sub.track_running_stats:
             return "a BatchNorm inside the module would update its running stats on a replay"
         if not sub.training:
