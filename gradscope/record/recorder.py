@@ -438,6 +438,7 @@ class Recorder(Callbacks):
             task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
+        self.steps_emitted += 1  # before the layer table: _write_meta skips a process with no step
         head = self._head_layer()
         evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
         if self._layers_dirty or head != self._head or evidence_changed:
@@ -449,7 +450,6 @@ class Recorder(Callbacks):
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
-        self.steps_emitted += 1
 
     def _head_layer(self) -> str | None:
         """The layer of the last module with parameters that ran in the forward pass: the
