@@ -344,6 +344,10 @@ class Recorder(Callbacks):
         end = self._steps.close()
         if end is not None:
             self._close_manual_step(end)
+        elif self._engine is not None and self._pending.micro_stats:
+            # backward passes after the last optimizer step (a saliency map, a tail of
+            # accumulation micro-batches): no step took them, so their rows are not written
+            self._engine.ledger.retract(self.step, None)
         if self._steps.raised_total > 1:
             total = self._steps.raised_total
             self._warn("backward", f"{total} backward calls raised in all; each was dropped")
