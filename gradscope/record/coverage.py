@@ -80,8 +80,10 @@ class CoverageLedger:
         evidence.reason_steps[reason] = step
         evidence.reasons[reason] = evidence.reasons.get(reason, 0) + 1
 
-    def retract(self, step: int, reason: str) -> None:
-        """The rows recorded at ``step`` were dropped (whole-step drop after the fact)."""
+    def retract(self, step: int, reason: str | None) -> None:
+        """The rows recorded at ``step`` were dropped (whole-step drop after the fact);
+        ``reason`` None: the step never existed (backward passes after the last optimizer
+        step), so no reason is counted for it."""
         for layer, evidence in self._layers.items():
             if evidence.rows_steps and evidence.last_step == step:
                 evidence.rows_steps -= 1
@@ -89,7 +91,8 @@ class CoverageLedger:
                 if not evidence.rows_steps:
                     evidence.first_step = None
                     self.dirty = True
-                self.missing(step, layer, reason)
+                if reason is not None:
+                    self.missing(step, layer, reason)
 
     def take_dirty(self) -> bool:
         """Whether a verdict changed since the last call (write meta.json then)."""

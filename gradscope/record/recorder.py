@@ -344,6 +344,10 @@ class Recorder(Callbacks):
         end = self._steps.close()
         if end is not None:
             self._close_manual_step(end)
+        elif self._engine is not None and self._pending.micro_stats:
+            # backward passes after the last optimizer step (a saliency map, a tail of
+            # accumulation micro-batches): no step took them, so their rows are not written
+            self._engine.ledger.retract(self.step, None)
         if self._steps.raised_total > 1:
             total = self._steps.raised_total
             self._warn("backward", f"{total} backward calls raised in all; each was dropped")
@@ -438,6 +442,7 @@ class Recorder(Callbacks):
             task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
+        self.steps_emitted += 1  # before the layer table: _write_meta skips a process with no step
         head = self._head_layer()
         evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
         if self._layers_dirty or head != self._head or evidence_changed:
@@ -449,7 +454,6 @@ class Recorder(Callbacks):
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
-        self.steps_emitted += 1
 
     def _head_layer(self) -> str | None:
         """The layer of the last module with parameters that ran in the forward pass: the
