@@ -20,7 +20,8 @@ def _steps(n: int, start: int = 0) -> dict:
                       "wall_time": [0.0] * n, "step_time": [0.0] * n, "recorder_time": [0.0] * n,
                       "loss": [1.0] * n, "backward_calls": [1] * n, "batch_size": [4] * n,
                       "skipped": [False] * n, "recorded": [True] * n, "grad_norm": [1.0] * n,
-                      "loss_scale": [1.0] * n, "per_sample_scale": [1.0] * n, "hparams": ["[]"] * n}}
+                      "loss_scale": [1.0] * n, "per_sample_scale": [1.0] * n, "per_sample_scale_source": [""] * n,
+                      "hparams": ["[]"] * n}}
 
 
 def test_enospc_removes_the_temp_shard_and_counts_rows(tmp_path, monkeypatch):
