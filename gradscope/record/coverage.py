@@ -27,6 +27,10 @@ SEVERAL_PASSES = (
     "not rows of the gradient the optimizer sees"
 )
 RECOMPUTED_ONLY = "captured only during a backward (a recomputation) and never given a gradient"
+NOT_STEPPED = (
+    "its parameters are not in the optimizer that stepped (e.g. the other model of a GAN): "
+    "rows would not be rows of a gradient any optimizer used"
+)
 BATCH_LAYOUT = "batch dimension being detected (sequence-first model): this step's values used the wrong one"
 
 MAX_REASONS = 8  # distinct reasons kept per layer; later ones are counted together
@@ -80,11 +84,13 @@ class CoverageLedger:
         evidence.reason_steps[reason] = step
         evidence.reasons[reason] = evidence.reasons.get(reason, 0) + 1
 
-    def retract(self, step: int, reason: str | None) -> None:
-        """The rows recorded at ``step`` were dropped (whole-step drop after the fact);
-        ``reason`` None: the step never existed (backward passes after the last optimizer
-        step), so no reason is counted for it."""
+    def retract(self, step: int, reason: str | None, layers: set[str] | None = None) -> None:
+        """The rows recorded at ``step`` (of ``layers``; None: every layer) were dropped
+        (a whole-step drop after the fact); ``reason`` None: the step never existed
+        (backward passes after the last optimizer step), so no reason is counted for it."""
         for layer, evidence in self._layers.items():
+            if layers is not None and layer not in layers:
+                continue
             if evidence.rows_steps and evidence.last_step == step:
                 evidence.rows_steps -= 1
                 evidence.last_step = evidence.previous_last if evidence.rows_steps else None
@@ -172,9 +178,10 @@ class StepEvidence:
         reason, self._step_drop = self._step_drop, None
         return reason
 
-    def drop_step(self, step: int, reason: str) -> None:
-        """The recorder dropped ``step``'s rows (e.g. a GradScaler skipped the step)."""
-        self.ledger.retract(step, reason)
+    def drop_step(self, step: int, reason: str, layers: set[str] | None = None) -> None:
+        """The recorder dropped ``step``'s rows (of ``layers``; None: all), e.g. a
+        GradScaler skipped the step."""
+        self.ledger.retract(step, reason, layers)
 
     def _stale(self, use: Any) -> None:
         """A hook of a forward whose backward was already collected fired: a backward went

@@ -101,6 +101,10 @@ class PerSampleEngine(TaskSplit, StepEvidence):
         self.weight_dot_routes: dict[str, str] = {}
         self.projections = SketchProjections(config.sketch_dim, config.seed)
         self.ledger = CoverageLedger()
+        # 1 / the GradScaler's scale for the running backward (None: no scaler). Applied to
+        # the output gradients before a kernel squares them: a large scale (bf16 never backs
+        # off) would overflow |c_i|^2 in float32; a power of 2, so the division is exact.
+        self.grad_scale: Tensor | None = None
         self._registry = KernelRegistry()
         self._disabled: dict[str, str] = {}  # module name -> the failure that disabled it
         self._standing: dict[str, str] = {}  # layer -> reason it never gets rows (compiled)
@@ -284,6 +288,8 @@ class PerSampleEngine(TaskSplit, StepEvidence):
                     g if g is not None else torch.zeros(shape, dtype=dtype, device=device)
                     for g, (shape, dtype, device) in zip(use.grads, use.out_meta, strict=True)
                 )
+                if self.grad_scale is not None:
+                    backprops = tuple(g * self.grad_scale.to(g.device) for g in backprops)
                 self._in_kernel = True
                 contributions = use.kernel(use.module, use.inputs, backprops)
                 unknown = sorted(set(use.params) - set(contributions))

@@ -44,8 +44,26 @@ class BackwardLoss:
     scale: torch.Tensor | None  # the GradScaler scale the root was multiplied by
 
 
-def loss_of(root: Any, scaled: Scaled | None) -> BackwardLoss | None:
-    """The script's loss behind the backward root ``root``."""
+def loss_of(tensors: Any, grad_tensors: Any, scaled: Scaled | None) -> BackwardLoss | None:
+    """The script's loss behind ``torch.autograd.backward(tensors, grad_tensors)``.
+
+    Several scalar roots with no ``grad_tensors`` (``backward([l1, l2])``) are the sum of
+    their values, with a reduction only assumed; roots given gradients have no loss value.
+    """
+    roots = list(tensors) if isinstance(tensors, (tuple, list)) else [tensors]
+    if len(roots) == 1:
+        return _single_loss(roots[0], scaled)
+    scale = None if scaled is None else scaled.scale
+    weighted = grad_tensors is not None and any(
+        g is not None for g in (grad_tensors if isinstance(grad_tensors, (tuple, list)) else [grad_tensors])
+    )
+    if weighted or not all(isinstance(t, torch.Tensor) and t.dim() == 0 for t in roots):
+        return BackwardLoss(None, None, scale)
+    total = torch.stack([t.detach() for t in roots]).sum()
+    return BackwardLoss(total, Reduction("mean", 1.0, False), scale)
+
+
+def _single_loss(root: Any, scaled: Scaled | None) -> BackwardLoss | None:
     if not isinstance(root, torch.Tensor):
         return None
     scale = None if scaled is None else scaled.scale

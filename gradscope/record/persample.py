@@ -47,9 +47,9 @@ class Collected:
 def collect(
     engine: Any, step: int, micro: int, loss: BackwardLoss | None, forced: str, groups: Any, warn: Warn
 ) -> Collected | None:
-    """This backward's per-sample contributions c_i (hook gradients / GradScaler scale)."""
-    scale = None if loss is None else loss.scale
-    stats = engine.collect(1.0 if scale is None else scale.reciprocal(), step=step)
+    """This backward's per-sample contributions c_i (hook gradients / GradScaler scale, the
+    division done by the engine before squaring: ``engine.grad_scale``)."""
+    stats = engine.collect(1.0, step=step)
     _report_failures(engine, warn)
     if engine.batch_conflict is not None:
         _switch_batch_dim(engine, warn)
@@ -89,3 +89,16 @@ def _report_failures(engine: Any, warn: Warn) -> None:
         layer, reason = failures.pop(0)
         warn(f"per-sample kernel for {layer}", f"per-sample statistics for {layer} disabled ({reason}); "
              "training continues")
+
+
+def without_layers(micro: MicroStats, dropped: set[str]) -> MicroStats:
+    """``micro`` without the rows of ``dropped`` layers."""
+    keep = [i for i, layer in enumerate(micro.layers) if layer not in dropped]
+    return replace(
+        micro,
+        layers=[micro.layers[i] for i in keep],
+        norm2=[micro.norm2[i] for i in keep],
+        weight_dot=[micro.weight_dot[i] for i in keep],
+        sketch=[micro.sketch[i] for i in keep],
+        gram=[micro.gram[i] for i in keep],
+    )

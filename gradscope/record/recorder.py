@@ -30,6 +30,7 @@ import torch
 
 from gradscope.record import active, persample, scalars
 from gradscope.record.config import RecordConfig
+from gradscope.record.coverage import NOT_STEPPED
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
@@ -250,14 +251,16 @@ class Recorder(Callbacks):
 
     # backward ------------------------------------------------------------------------
 
-    def backward_begin(self, tensors: Any) -> None:
+    def backward_begin(self, tensors: Any, grad_tensors: Any = None) -> None:
         started = time.perf_counter()
         began = self._steps.backward_began(self._accumulating)
         if began.closed is not None:
             self._close_manual_step(began.closed)
-        root = tensors[0] if isinstance(tensors, (tuple, list)) and tensors else tensors
         scaled, self._scaled = self._scaled, None
-        self._loss = loss_of(root, scaled) if began.backward.record else None
+        self._loss = loss_of(tensors, grad_tensors, scaled) if began.backward.record else None
+        if self._engine is not None:
+            scale = None if self._loss is None else self._loss.scale
+            self._engine.grad_scale = None if scale is None else scale.reciprocal()
         self._own_time += time.perf_counter() - started
 
     def _accumulating(self) -> bool:
@@ -387,8 +390,24 @@ class Recorder(Callbacks):
         params = optimizer_params(optimizer)
         if pre is not None:
             per_param, params = after_step(pre, self._measure), pre["params"]
+        self._measure("per-sample rows", self._keep_stepped_layers)(end.step, params)
         self._own_time += time.perf_counter() - started
         self._emit(end, optimizer=optimizer, params=params, per_param=per_param)
+
+    def _keep_stepped_layers(self, step: int, stepped: list[torch.Tensor]) -> None:
+        """Drop per-sample rows of layers none of whose parameters the stepping optimizer
+        holds (a GAN's discriminator at the generator's step): they are contributions to a
+        gradient no optimizer used at this step."""
+        held = {id(p) for p in stepped}
+        inside = {self._names.param(p)[0] for p in stepped}
+        outside = {self._names.param(p)[0] for p in self._names.parameters() if id(p) not in held}
+        dropped = outside - inside
+        pending = self._pending
+        if not dropped or not any(set(m.layers) & dropped for m in pending.micro_stats):
+            return
+        pending.micro_stats = [persample.without_layers(m, dropped) for m in pending.micro_stats]
+        if self._engine is not None:
+            self._engine.drop_step(step, NOT_STEPPED, dropped)
 
     def scaler_scaled(self, scaler: Any, outputs: Any, scaled: Any) -> None:
         """Keep the scale read when ``scaler.scale()`` ran, and which tensor it scaled."""
