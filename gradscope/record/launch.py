@@ -158,6 +158,13 @@ def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: di
         return {"state": "ok", "reason": "steps were recorded"}
     if steps > 0:
         return {"state": "ok", "reason": f"the recorder saw {steps} steps; none was saved (see unwritten)"}
+    stopped = outcome.signal or (-outcome.returncode if outcome.returncode < 0 else None)
+    if not any(e.get("event") == STARTED_EVENT for e in events) and stopped and not blind:
+        # Interrupted or killed before the recorder started (usually while importing torch):
+        # nothing says the bootstrap was missing, so do not claim it (issue 12).
+        name = signal.Signals(stopped).name if stopped in signal.valid_signals() else f"signal {stopped}"
+        return {"state": "unknown", "reason": f"the script was stopped by {name} before the recorder "
+                "started (before it imported torch)"}
     if not any(e.get("event") == STARTED_EVENT for e in events):
         why = blind or ("no Python process imported torch with gradscope's bootstrap on its path "
                         "(a PYTHONPATH reset, another interpreter without gradscope, or no torch)")

@@ -49,3 +49,17 @@ def test_api_refuses_a_used_run_directory_before_training(tmp_path):
     (tmp_path / "empty").mkdir()
     _train(tmp_path / "empty")  # an existing empty folder is fine
     assert harness.meta(tmp_path / "empty")["status"] == "finished"
+
+
+def test_a_script_stopped_before_the_recorder_started_is_not_called_never_started(tmp_path):
+    """SIGTERM/SIGINT while the script still imports torch: no recorder-started event, but
+    nothing says PYTHONPATH was reset, so the state is unknown, not never-started (issue 12)."""
+    import signal
+
+    from gradscope.record.launch import recording_state
+    from gradscope.record.supervise import Outcome
+
+    for outcome in (Outcome(-15, signal.SIGTERM), Outcome(130, signal.SIGINT), Outcome(-9, None)):
+        state = recording_state(tmp_path, outcome, None, {})
+        assert state["state"] == "unknown" and "before the recorder started" in state["reason"], state
+    assert recording_state(tmp_path, Outcome(0, None), None, {})["state"] == "never-started"
