@@ -119,3 +119,20 @@ def test_named_bad_inputs_are_one_line(places, cli, tmp_path, argv, words):
     code, out, err = cli(*[names.get(a, a) for a in argv])
     assert_one_line_error(code, err)
     assert words in err
+
+
+def test_an_output_file_never_overwrites_the_run_being_read(cli, run_copy):
+    """`report RUN --html RUN/meta.json` used to replace the run's card with HTML."""
+    from tests.fault.conftest import assert_one_line_error
+
+    run = run_copy("run")
+    card = (run / "meta.json").read_bytes()
+    shard = next((run / "steps").glob("rank-*/part-*.parquet"))
+    for argv in (("report", str(run), "--html", str(run / "meta.json")),
+                 ("report", str(run), "--html", str(run / "events.jsonl")),
+                 ("metrics", str(run), "--out", str(shard)),
+                 ("compare", str(run), str(run), "--html", str(run / "meta.json"))):
+        code, _, err = cli(*argv)
+        assert_one_line_error(code, err)
+        assert "overwrite the run's own data" in err
+    assert (run / "meta.json").read_bytes() == card
