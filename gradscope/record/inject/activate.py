@@ -116,6 +116,11 @@ def _at_exit() -> None:
     global _exiting
     if os.getpid() == _owner_pid and not _terminating:
         _exiting = True
+        if threading.current_thread() is threading.main_thread():
+            # A Ctrl-C while the flush waits on a slow disk raised KeyboardInterrupt inside
+            # it: a traceback, the flush cut short, no `unwritten` in meta.json. The flush is
+            # bounded (the writer's close timeout), so SIGINT waits for it (issue 12).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         _finish(reason=None)
 
 
