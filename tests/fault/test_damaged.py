@@ -78,3 +78,16 @@ def test_spawned_report_on_a_damaged_run(run_copy):
     done = subprocess.run([sys.executable, "-m", "gradscope", "report", str(run), "--no-color"],
                           env=harness.environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_run_whose_steps_shards_are_gone_does_not_blame_the_recorder(cli, run_copy):
+    """No readable steps row while meta.json counts steps: the shards were lost or damaged;
+    the report used to say 'the recorder saw no optimizer step' with no warning (issue 12)."""
+    import shutil
+
+    run = run_copy("nosteps")
+    shutil.rmtree(run / "steps")
+    code, out, err = cli("report", str(run), "--no-color")
+    assert code == 0 and "Traceback" not in err
+    text = " ".join(out.split())
+    assert "saw no optimizer step" not in text and "meta.json says steps were recorded" in text
