@@ -83,6 +83,8 @@ def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, for
             raise GradscopeError(f"--out {run_dir} is a file, not a directory")
         if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
             raise GradscopeError(f"run directory {run_dir} is not empty (pass --force to reuse it)")
+        if force and run_dir.is_dir():
+            clear_earlier_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = new_meta(command, json.loads(config.to_json()))
         meta["launcher"] = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -91,6 +93,19 @@ def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, for
         where = short_path(run_dir)
         raise GradscopeError(f"cannot write run directory {where}: {os_error_line(err)}") from None
     run_meta.make_reserve(run_dir)
+
+
+def clear_earlier_run(run_dir: Path) -> None:
+    """--force: remove an earlier run's own files (its tables, events and card; anything
+    else in the folder stays). Left in place, its shards were read as this run's and its
+    events made a run that recorded nothing look recorded (issue 12)."""
+    for table in ("steps", "layers", "samples"):
+        if (run_dir / table).is_dir() and not (run_dir / table).is_symlink():
+            shutil.rmtree(run_dir / table)
+    for name in (run_meta.EVENTS_FILE, META_FILE):
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
+    run_meta.drop_all_reserves(run_dir)
 
 
 def child_environment(run_dir: Path, config: RecordConfig) -> dict[str, str]:

@@ -63,3 +63,22 @@ def test_a_script_stopped_before_the_recorder_started_is_not_called_never_starte
         state = recording_state(tmp_path, outcome, None, {})
         assert state["state"] == "unknown" and "before the recorder started" in state["reason"], state
     assert recording_state(tmp_path, Outcome(0, None), None, {})["state"] == "never-started"
+
+
+@pytest.mark.slow
+def test_force_clears_the_earlier_runs_tables_and_events(tmp_path):
+    """record --force used to keep the earlier run's shards and events: they were analysed as
+    the new run's, and a new run that recorded nothing (python -I) said 'steps were recorded'."""
+    run = tmp_path / "run"
+    assert harness.record(run, "--steps", "3").returncode == 0
+    (run / "notes.txt").write_text("mine")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "gradscope", "record", "--force", "--out", str(run), "--",
+                           sys.executable, "-I", str(harness.TRAIN), "--steps", "3"],
+                          env=harness.environment(), capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert harness.meta(run)["recording"]["state"] == "never-started"
+    assert harness.rows(run, "steps") == 0 and (run / "notes.txt").read_text() == "mine"
