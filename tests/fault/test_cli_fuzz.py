@@ -86,8 +86,10 @@ def invocations(draw: st.DrawFn, places: dict[str, str], config_dir: Path) -> li
 
 
 @pytest.mark.slow
-def test_no_argument_gives_a_traceback(places, cli, tmp_path_factory):
+def test_no_argument_gives_a_traceback(places, cli, tmp_path_factory, monkeypatch):
     config_dir = tmp_path_factory.mktemp("configs")
+    # generated --html/--out names are relative: keep them out of the repository root
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(invocations(places, config_dir))
