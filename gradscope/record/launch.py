@@ -149,8 +149,13 @@ def end_state(outcome: Outcome) -> dict[str, object]:
         status, reason = "interrupted", f"{name} sent to gradscope record and passed on to the script"
     elif code == 0:
         status, reason = "finished", "the script exited with code 0"
-    elif killed in ("SIGINT", "SIGTERM", "SIGHUP") or exit_code == 130:
-        status, reason = "interrupted", f"the script was stopped by {killed or 'SIGINT'}"
+    elif killed in ("SIGINT", "SIGTERM", "SIGHUP"):
+        status, reason = "interrupted", f"the script was stopped by {killed}"
+    elif exit_code in (129, 130, 143):
+        # 128 + SIGHUP/SIGINT/SIGTERM: the script's own handler exited the way the signal
+        # would (a SIGTERM sent to the training process itself, not through gradscope)
+        name = signal.Signals(exit_code - 128).name
+        status, reason = "interrupted", f"the script exited with code {exit_code} (128 + {name}: stopped by {name})"
     elif killed == "SIGKILL":
         status, reason = "crashed", "the script was killed by SIGKILL (the kernel's OOM killer sends this)"
     elif killed:

@@ -82,3 +82,14 @@ def test_force_clears_the_earlier_runs_tables_and_events(tmp_path):
     assert done.returncode == 0, done.stderr
     assert harness.meta(run)["recording"]["state"] == "never-started"
     assert harness.rows(run, "steps") == 0 and (run / "notes.txt").read_text() == "mine"
+
+
+def test_exit_code_128_plus_a_stop_signal_is_interrupted():
+    """A script whose own SIGTERM handler exits 143 after a SIGTERM sent straight to it
+    (not through gradscope) was 'crashed' (issue 12)."""
+    from gradscope.record.launch import end_state
+    from gradscope.record.supervise import Outcome
+
+    assert end_state(Outcome(143, None))["status"] == "interrupted"
+    assert end_state(Outcome(130, None))["status"] == "interrupted"
+    assert end_state(Outcome(3, None))["status"] == "crashed"
