@@ -155,7 +155,8 @@ def end_state(outcome: Outcome) -> dict[str, object]:
         # 128 + SIGHUP/SIGINT/SIGTERM: the script's own handler exited the way the signal
         # would (a SIGTERM sent to the training process itself, not through gradscope)
         name = signal.Signals(exit_code - 128).name
-        status, reason = "interrupted", f"the script exited with code {exit_code} (128 + {name}: stopped by {name})"
+        status = "interrupted"
+        reason = f"the script exited with code {exit_code} (128 + {name}: stopped by {name})"
     elif killed == "SIGKILL":
         status, reason = "crashed", "the script was killed by SIGKILL (the kernel's OOM killer sends this)"
     elif killed:
