@@ -77,6 +77,15 @@ def run_gap(steps: pd.DataFrame | None, meta: Mapping[str, Any]) -> tuple[str, s
     if status in ("crashed", "interrupted"):
         code = meta.get("exit_code")
         return CRASHED, f"the run {status} before its first step" + (f" (exit code {code})" if code else "")
+    # Say "saw no optimizer step" only when nothing says otherwise: a card that counts steps,
+    # or a run never finalised, lost its rows (missing or damaged shards, a kill) (issue 12).
+    recorded = meta.get("steps") if isinstance(meta.get("steps"), int) else 0
+    if isinstance(recording, Mapping) and recording.get("state") == "ok" or recorded > 0:
+        return NO_STEPS, ("no readable training step, though meta.json says steps were recorded "
+                          "(shards missing or damaged: see the warnings)")
+    if status == "running":
+        return NO_STEPS, ("no training step was saved, and the run was never finalised (still "
+                          "running, or its gradscope record was killed)")
     return NO_STEPS, "no training step was recorded (the recorder saw no optimizer step)"
 
 

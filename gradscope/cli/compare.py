@@ -24,7 +24,7 @@ def compare(
 ) -> None:
     """Metrics (last and mean, B - A) and verdict changes of two runs."""
     if html is not None:
-        output_file(html, "--html")
+        output_file(html, "--html", runs=(run_a, run_b))
     opened_a, opened_b = open_run(run_a), open_run(run_b)
     a, b = analyze_run(opened_a, progress=True), analyze_run(opened_b, progress=True)
     console = Console(no_color=no_color, highlight=False)

@@ -29,7 +29,7 @@ def metrics(
     Example: gradscope metrics runs/mlp --family noise | jq '.[] | select(.name == "b_simple")'
     """
     if out is not None:
-        output_file(out, "--out")
+        output_file(out, "--out", runs=(run,))
     analysis = analyze_run(open_run(run), progress=True)
     write_metrics(select_family(analysis.metrics, family), format, out)
     for line in state_lines(analysis, family):

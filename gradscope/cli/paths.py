@@ -37,8 +37,23 @@ def config_file(path: Path) -> Path:
     return path
 
 
-def output_file(path: Path, option: str) -> Path:
-    """A file to write: not a directory, in a folder that exists."""
+RUN_FILES = ("meta.json", "events.jsonl")
+RUN_TABLES = ("steps", "layers", "samples")
+
+
+def output_file(path: Path, option: str, runs: tuple[Path, ...] = ()) -> Path:
+    """A file to write: not a directory, in a folder that exists, and none of the files of
+    the runs being read (``--html RUN/meta.json`` used to overwrite the run's card)."""
+    try:
+        target = path.resolve()
+        for run in runs:
+            root = run.resolve()
+            if target in [root / name for name in RUN_FILES] or any(
+                    target.is_relative_to(root / table) for table in RUN_TABLES):
+                raise GradscopeError(f"{option} {shown(path)} would overwrite the run's own data; "
+                                     "give another file name")
+    except (OSError, RuntimeError):
+        pass  # unresolvable (a loop, too long): the checks below say why
     info = _stat(path, option)
     if info is not None and stat.S_ISDIR(info.st_mode):
         raise GradscopeError(f"{option} {shown(path)} is a directory; give a file name")

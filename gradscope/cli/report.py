@@ -24,7 +24,7 @@ def report(
 ) -> None:
     """Print what was recorded and what it means."""
     if html is not None:
-        output_file(html, "--html")
+        output_file(html, "--html", runs=(run,))
     opened = open_run(run)
     analysis = analyze_run(opened, progress=not quiet)
     if not quiet:

@@ -83,6 +83,8 @@ def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, for
             raise GradscopeError(f"--out {run_dir} is a file, not a directory")
         if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
             raise GradscopeError(f"run directory {run_dir} is not empty (pass --force to reuse it)")
+        if force and run_dir.is_dir():
+            clear_earlier_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = new_meta(command, json.loads(config.to_json()))
         meta["launcher"] = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -91,6 +93,19 @@ def prepare_run_dir(run_dir: Path, command: list[str], config: RecordConfig, for
         where = short_path(run_dir)
         raise GradscopeError(f"cannot write run directory {where}: {os_error_line(err)}") from None
     run_meta.make_reserve(run_dir)
+
+
+def clear_earlier_run(run_dir: Path) -> None:
+    """--force: remove an earlier run's own files (its tables, events and card; anything
+    else in the folder stays). Left in place, its shards were read as this run's and its
+    events made a run that recorded nothing look recorded (issue 12)."""
+    for table in ("steps", "layers", "samples"):
+        if (run_dir / table).is_dir() and not (run_dir / table).is_symlink():
+            shutil.rmtree(run_dir / table)
+    for name in (run_meta.EVENTS_FILE, META_FILE):
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
+    run_meta.drop_all_reserves(run_dir)
 
 
 def child_environment(run_dir: Path, config: RecordConfig) -> dict[str, str]:
@@ -134,8 +149,14 @@ def end_state(outcome: Outcome) -> dict[str, object]:
         status, reason = "interrupted", f"{name} sent to gradscope record and passed on to the script"
     elif code == 0:
         status, reason = "finished", "the script exited with code 0"
-    elif killed in ("SIGINT", "SIGTERM", "SIGHUP") or exit_code == 130:
-        status, reason = "interrupted", f"the script was stopped by {killed or 'SIGINT'}"
+    elif killed in ("SIGINT", "SIGTERM", "SIGHUP"):
+        status, reason = "interrupted", f"the script was stopped by {killed}"
+    elif exit_code in (129, 130, 143):
+        # 128 + SIGHUP/SIGINT/SIGTERM: the script's own handler exited the way the signal
+        # would (a SIGTERM sent to the training process itself, not through gradscope)
+        name = signal.Signals(exit_code - 128).name
+        status = "interrupted"
+        reason = f"the script exited with code {exit_code} (128 + {name}: stopped by {name})"
     elif killed == "SIGKILL":
         status, reason = "crashed", "the script was killed by SIGKILL (the kernel's OOM killer sends this)"
     elif killed:
@@ -158,6 +179,13 @@ def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: di
         return {"state": "ok", "reason": "steps were recorded"}
     if steps > 0:
         return {"state": "ok", "reason": f"the recorder saw {steps} steps; none was saved (see unwritten)"}
+    stopped = outcome.signal or (-outcome.returncode if outcome.returncode < 0 else None)
+    if not any(e.get("event") == STARTED_EVENT for e in events) and stopped and not blind:
+        # Interrupted or killed before the recorder started (usually while importing torch):
+        # nothing says the bootstrap was missing, so do not claim it (issue 12).
+        name = signal.Signals(stopped).name if stopped in signal.valid_signals() else f"signal {stopped}"
+        return {"state": "unknown", "reason": f"the script was stopped by {name} before the recorder "
+                "started (before it imported torch)"}
     if not any(e.get("event") == STARTED_EVENT for e in events):
         why = blind or ("no Python process imported torch with gradscope's bootstrap on its path "
                         "(a PYTHONPATH reset, another interpreter without gradscope, or no torch)")

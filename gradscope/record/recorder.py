@@ -461,7 +461,9 @@ class Recorder(Callbacks):
             task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
-        self.steps_emitted += 1  # before the layer table: _write_meta skips a process with no step
+        # Counted before meta.json is written: _write_meta skips a process with 0 steps, and
+        # the first step is the one that writes the layer table (issue 12).
+        self.steps_emitted += 1
         head = self._head_layer()
         evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
         if self._layers_dirty or head != self._head or evidence_changed:

@@ -160,8 +160,11 @@ class ShardWriter:
     def _append(self, table: str, rows: Rows) -> None:
         if not rows:
             return
+        # Counted before the conversion: rows that do not fit the schema are lost rows too
+        # (they used to leave `unwritten` empty while the table stopped).
+        count = len(next(iter(rows.values())))
+        self._rows_in[table] = self._rows_in.get(table, 0) + count
         batch = pa.RecordBatch.from_pydict(rows, schema=TABLES[table])
-        self._rows_in[table] = self._rows_in.get(table, 0) + batch.num_rows
         if table in self.failed_tables:
             return
         self._buffers.setdefault(table, []).append(batch)

@@ -89,6 +89,9 @@ def load_config(path: Path) -> list[Rule]:
         raise GradscopeError(f"cannot read config {path}: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise GradscopeError(f"{path} is not valid TOML: {err}") from None
+    extra = set(document) - {"rule"}
+    if extra:  # e.g. [[rules]]: its rules would be silently skipped
+        raise GradscopeError(f"{path}: unknown key {sorted(extra)[0]!r} (rules go in [[rule]] tables)")
     entries = document.get("rule", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise GradscopeError(f"{path}: 'rule' must be an array of tables ([[rule]])")
@@ -98,6 +101,9 @@ def load_config(path: Path) -> list[Rule]:
         if unknown or not isinstance(entry.get("metric"), str):
             problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else "needs metric = \"...\""
             raise GradscopeError(f"{path}: rule #{number} {problem}")
+        if not isinstance(entry.get("optional", False), bool) or not isinstance(entry.get("why", ""), str):
+            # optional = "no" would be truthy and skip a required gate
+            raise GradscopeError(f"{path}: rule #{number} needs optional = true/false and why = \"...\"")
         rules.append(parse_rule(entry["metric"], why=str(entry.get("why", "")),
                                 optional=bool(entry.get("optional", False))))
     return rules

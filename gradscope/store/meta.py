@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import platform
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,31 @@ def drop_all_reserves(run_dir: Path) -> None:
         pass
 
 
+def open_regular(path: Path) -> Any:
+    """``open(path, "rb")`` for a regular file only: a FIFO or device named meta.json or
+    events.jsonl would block or never end (ValueError; opened non-blocking to check)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
     """meta.json as a dict; ValueError when it is too large, not JSON or not an object."""
-    with open(run_dir / META_FILE, "rb") as handle:
+    with open_regular(run_dir / META_FILE) as handle:
         data = handle.read(MAX_META_BYTES + 1)
     if len(data) > MAX_META_BYTES:
         raise ValueError(f"{META_FILE} is larger than {MAX_META_BYTES >> 20} MiB")
-    meta = json.loads(data.decode("utf-8"))  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    try:
+        meta = json.loads(data.decode("utf-8"))  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+    except RecursionError:
+        raise ValueError(f"{META_FILE} is nested too deeply") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{META_FILE} does not hold a JSON object")
     return meta

@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from gradscope.errors import GradscopeError, os_error_line, short_path
-from gradscope.store.meta import EVENTS_FILE, META_FILE, read_meta
+from gradscope.store.meta import EVENTS_FILE, META_FILE, open_regular, read_meta
 from gradscope.store.schema import ADDED, FORMAT_VERSION, TABLES, type_mismatch
 from gradscope.store.validate import clean_meta, parse_events
 
@@ -125,13 +125,16 @@ class Run:
         64 MiB read; other lines are skipped with one problem line."""
         if self._events is None:
             try:
-                with open(self.path / EVENTS_FILE, "rb") as handle:
+                with open_regular(self.path / EVENTS_FILE) as handle:
                     text = handle.read(MAX_EVENTS_BYTES).decode("utf-8", errors="replace")
             except FileNotFoundError:
                 text = ""
             except OSError as err:
                 text = ""
                 self.problems.append(f"{EVENTS_FILE}: unreadable ({os_error_line(err)}); skipped")
+            except ValueError as err:
+                text = ""
+                self.problems.append(f"{EVENTS_FILE}: {err}; skipped")
             self._events, problems = parse_events(text.splitlines(), EVENTS_FILE)
             self.problems.extend(problems)
         return self._events

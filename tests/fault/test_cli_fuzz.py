@@ -86,8 +86,10 @@ def invocations(draw: st.DrawFn, places: dict[str, str], config_dir: Path) -> li
 
 
 @pytest.mark.slow
-def test_no_argument_gives_a_traceback(places, cli, tmp_path_factory):
+def test_no_argument_gives_a_traceback(places, cli, tmp_path_factory, monkeypatch):
     config_dir = tmp_path_factory.mktemp("configs")
+    # generated --html/--out names are relative: keep them out of the repository root
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(invocations(places, config_dir))
@@ -119,3 +121,20 @@ def test_named_bad_inputs_are_one_line(places, cli, tmp_path, argv, words):
     code, out, err = cli(*[names.get(a, a) for a in argv])
     assert_one_line_error(code, err)
     assert words in err
+
+
+def test_an_output_file_never_overwrites_the_run_being_read(cli, run_copy):
+    """`report RUN --html RUN/meta.json` used to replace the run's card with HTML."""
+    from tests.fault.conftest import assert_one_line_error
+
+    run = run_copy("run")
+    card = (run / "meta.json").read_bytes()
+    shard = next((run / "steps").glob("rank-*/part-*.parquet"))
+    for argv in (("report", str(run), "--html", str(run / "meta.json")),
+                 ("report", str(run), "--html", str(run / "events.jsonl")),
+                 ("metrics", str(run), "--out", str(shard)),
+                 ("compare", str(run), str(run), "--html", str(run / "meta.json"))):
+        code, _, err = cli(*argv)
+        assert_one_line_error(code, err)
+        assert "overwrite the run's own data" in err
+    assert (run / "meta.json").read_bytes() == card

@@ -78,3 +78,39 @@ def test_spawned_report_on_a_damaged_run(run_copy):
     done = subprocess.run([sys.executable, "-m", "gradscope", "report", str(run), "--no-color"],
                           env=harness.environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_run_whose_steps_shards_are_gone_does_not_blame_the_recorder(cli, run_copy):
+    """No readable steps row while meta.json counts steps: the shards were lost or damaged;
+    the report used to say 'the recorder saw no optimizer step' with no warning (issue 12)."""
+    import shutil
+
+    run = run_copy("nosteps")
+    shutil.rmtree(run / "steps")
+    code, out, err = cli("report", str(run), "--no-color")
+    assert code == 0 and "Traceback" not in err
+    text = " ".join(out.split())
+    assert "saw no optimizer step" not in text and "meta.json says steps were recorded" in text
+
+
+def test_a_fifo_or_deep_nesting_in_place_of_the_card_or_events_never_hangs(cli, run_copy):
+    """A FIFO named meta.json or events.jsonl blocked every command forever; a deeply nested
+    meta.json was an 'internal error' (RecursionError), not an unreadable card (issue 12)."""
+    import os
+
+    run = run_copy("fifo-meta")
+    (run / "meta.json").unlink()
+    os.mkfifo(run / "meta.json")
+    code, _, err = cli("report", str(run))
+    assert_one_line_error(code, err)
+    assert "not a regular file" in err
+    run = run_copy("fifo-events")
+    (run / "events.jsonl").unlink()
+    os.mkfifo(run / "events.jsonl")
+    code, out, err = cli("report", str(run), "--no-color")
+    assert code == 0 and "not a regular file" in " ".join(out.split()), out + err
+    run = run_copy("deep")
+    (run / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = cli("metrics", str(run))
+    assert_one_line_error(code, err)
+    assert "nested too deeply" in err

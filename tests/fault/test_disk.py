@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -124,3 +125,26 @@ def test_training_is_not_blocked_by_a_stuck_disk(tmp_path):
         timer.cancel()
     assert code == 0 and recording.last_step() == 99, err
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_the_exit_flush_keeps_the_bound_and_the_count(tmp_path, signum):
+    """A SIGTERM (e.g. a scheduler's) arriving while the atexit flush waits on a slow disk:
+    the handler used to find the recorder closed and die at once, leaving meta.json without
+    `unwritten` and no warning; a SIGINT raised KeyboardInterrupt inside it (a traceback).
+    The flush now finishes within its bound (issue 12)."""
+    import time
+
+    env = harness.environment(GS_FAULT="slow", GS_FAULT_SECONDS="3600", GRADSCOPE_WRITER_CLOSE_TIMEOUT="4")
+    run = tmp_path / "run"
+    recording = harness.start(run, "--steps", "12", env=env)
+    recording.wait_for_step(11)
+    time.sleep(1.5)  # the script has returned; atexit waits on the stuck write
+    harness.kill(recording.proc.pid, signum)
+    code, err = recording.finish()
+    meta = harness.meta(run)
+    assert meta["status"] == "interrupted" and meta["signal"] == signal.Signals(signum).name
+    assert "Traceback" not in err, err
+    lost = meta["unwritten"]
+    assert lost["steps"]["rows"] + lost.get("unconverted", {}).get("batches", 0) == 12, lost
+    assert "not written" in err

@@ -41,3 +41,17 @@ def test_kill_9_of_gradscope_stops_and_finalises_the_training_process(tmp_path, 
     assert harness.leftovers(run) == []
     report = harness.gradscope("report", str(run), "--no-color")
     assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+
+
+def test_kill_9_of_the_training_process_keeps_the_layer_table(tmp_path):
+    """meta.json holds the layer table and head from the first step on (issue 12): the first
+    step's write was skipped because the step was counted only after it."""
+    run = tmp_path / "run"
+    recording = harness.start(run, "--steps", "100000", "--sleep", "0.01")
+    recording.wait_for_step(20)
+    harness.kill(recording.child_pid)
+    recording.finish()
+    meta = harness.meta(run)
+    assert meta["layers"] and meta["head"] and meta["steps"] >= 1, meta
+    report = harness.gradscope("report", str(run), "--no-color")
+    assert "no layer table" not in report.stdout, report.stdout

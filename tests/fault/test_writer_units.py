@@ -20,8 +20,8 @@ def _steps(n: int, start: int = 0) -> dict:
                       "wall_time": [0.0] * n, "step_time": [0.0] * n, "recorder_time": [0.0] * n,
                       "loss": [1.0] * n, "backward_calls": [1] * n, "batch_size": [4] * n,
                       "skipped": [False] * n, "recorded": [True] * n, "grad_norm": [1.0] * n,
-                      "loss_scale": [1.0] * n, "per_sample_scale": [1.0] * n, "per_sample_scale_source": [""] * n,
-                      "hparams": ["[]"] * n}}
+                      "loss_scale": [1.0] * n, "per_sample_scale": [1.0] * n, "hparams": ["[]"] * n,
+                      "per_sample_scale_source": [""] * n}}
 
 
 def test_enospc_removes_the_temp_shard_and_counts_rows(tmp_path, monkeypatch):
@@ -90,3 +90,16 @@ def test_enospc_gives_up_a_reserve_and_retries(tmp_path, monkeypatch):
     run_meta.update_meta(tmp_path, status="finished")
     assert json.loads((tmp_path / "meta.json").read_text())["status"] == "finished"
     assert [p.name for p in tmp_path.glob(".gradscope-reserve-*")] == [".gradscope-reserve-2"]
+
+
+def test_rows_that_do_not_fit_the_schema_are_counted_as_unwritten(tmp_path):
+    """A batch that fails conversion stops its table; its rows used to go uncounted, so
+    meta.json said `unwritten: {}` (nothing lost) while the whole table was missing."""
+    errors: list[str] = []
+    writer = ShardWriter(tmp_path, 0, on_error=errors.append)
+    bad = _steps(8)
+    del bad["steps"]["per_sample_scale_source"]
+    writer.put(bad)
+    assert writer.close(timeout=30)
+    assert writer.unwritten()["steps"]["rows"] == 8 and "KeyError" in writer.unwritten()["steps"]["reason"]
+    assert errors

@@ -164,3 +164,9 @@ def test_config_errors(tmp_path: Path) -> None:
     bad.write_text("[[rule]\n")
     with pytest.raises(GradscopeError, match="not valid TOML"):
         load_config(bad)
+    bad.write_text("[[rule]]\nmetric = 'noise.b_simple < 1'\noptional = 'no'\n")
+    with pytest.raises(GradscopeError, match="optional = true/false"):
+        load_config(bad)  # a truthy string would have skipped a required gate
+    bad.write_text("[[rules]]\nmetric = 'noise.b_simple < 1'\n")
+    with pytest.raises(GradscopeError, match="unknown key 'rules'"):
+        load_config(bad)

@@ -31,6 +31,7 @@ _recorder: Any = None
 _owner_pid = 0
 _parent_pid = 0  # our parent when the recorder started: the launcher itself for its direct child
 _terminating = False
+_exiting = False  # the atexit flush has begun
 
 
 class _AfterTorchImport(importlib.abc.MetaPathFinder):
@@ -96,6 +97,11 @@ def _install_sigterm() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Flush, then die by SIGTERM as the default action would have."""
     global _terminating
+    if os.getpid() == _owner_pid and _exiting:
+        # The atexit flush is already running (bounded by the writer's close timeout) and
+        # this handler interrupted it: finishing again here would find the recorder closed
+        # and die at once, losing the queued rows and their count in meta.json (issue 12).
+        return
     if os.getpid() == _owner_pid and not _terminating:
         _terminating = True
         # A dying launcher may send PDEATHSIG more than once (once per exiting thread it
@@ -107,7 +113,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _at_exit() -> None:
+    global _exiting
     if os.getpid() == _owner_pid and not _terminating:
+        _exiting = True
+        if threading.current_thread() is threading.main_thread():
+            # A Ctrl-C while the flush waits on a slow disk raised KeyboardInterrupt inside
+            # it: a traceback, the flush cut short, no `unwritten` in meta.json. The flush is
+            # bounded (the writer's close timeout), so SIGINT waits for it (issue 12).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         _finish(reason=None)
 
 
