@@ -52,7 +52,7 @@ def main() -> None:
     invoked = sys.argv[1] if len(sys.argv) > 1 else ""
     app = build_app((invoked,) if invoked in COMMANDS else COMMANDS)
     try:
-        app()
+        code = app(standalone_mode=False)
     except GradscopeError as err:
         _fail(f"error: {err}", 2)
     except OSError as err:
@@ -61,9 +61,28 @@ def main() -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as err:  # noqa: BLE001 - a bug: one line, unless asked for the traceback
+        _usage_error(err, invoked)
         if os.environ.get("GRADSCOPE_DEBUG"):
             raise
         _fail(f"internal error: {type(err).__name__}: {err} (GRADSCOPE_DEBUG=1 shows the traceback)", 1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _usage_error(err: Exception, invoked: str) -> None:
+    """Click's usage errors (unknown option, bad value, missing argument; typer ships its own
+    copy of click, hence the match by class name) as one line and exit 2; Abort as 130."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if "Abort" in names:
+        _fail("interrupted", 130)
+    if "UsageError" not in names:
+        return
+    ctx = getattr(err, "ctx", None)
+    if "NoArgsIsHelpError" in names and ctx is not None:  # bare `gradscope`: the help
+        typer.echo(ctx.get_help())
+        sys.exit(0)
+    command = f"gradscope {invoked} --help" if invoked in COMMANDS else "gradscope --help"
+    _fail(f"error: {err.format_message()} (see {command})", 2)
 
 
 def _fail(message: str, code: int) -> None:

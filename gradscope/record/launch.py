@@ -169,7 +169,7 @@ def end_state(outcome: Outcome) -> dict[str, object]:
 
 def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: dict) -> dict[str, str]:
     """Did the training process record anything? ``ok`` | ``never-started`` | ``no-backward``
-    | ``unknown`` (no evidence either way, e.g. killed before anything was saved), with a reason.
+    | ``lost`` (steps seen, none saved) | ``unknown`` (no evidence either way, e.g. killed before anything was saved), with a reason.
     "no-backward" needs positive evidence: a recorder-finished event that saw 0 steps."""
     saved = any((run_dir / "steps").glob("rank-*/part-*.parquet"))
     events = _recorder_events(run_dir)
@@ -178,7 +178,8 @@ def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: di
     if saved:
         return {"state": "ok", "reason": "steps were recorded"}
     if steps > 0:
-        return {"state": "ok", "reason": f"the recorder saw {steps} steps; none was saved (see unwritten)"}
+        return {"state": "lost", "reason": f"the recorder saw {steps} steps but none was saved: the "
+                "process ended without flushing (os._exit, or killed; see unwritten)"}
     stopped = outcome.signal or (-outcome.returncode if outcome.returncode < 0 else None)
     if not any(e.get("event") == STARTED_EVENT for e in events) and stopped and not blind:
         # Interrupted or killed before the recorder started (usually while importing torch):
@@ -222,7 +223,7 @@ def _finish_meta(run_dir: Path, outcome: Outcome, blind: str | None, started: bo
              f"the script's exit code still passes through")
         return
     state = fields["recording"]
-    if started and state["state"] in ("never-started", "no-backward"):
+    if started and state["state"] in ("never-started", "no-backward", "lost"):
         _say(f"warning: nothing was recorded in {run_dir}: {state['reason']}")
 
 

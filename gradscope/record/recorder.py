@@ -46,6 +46,9 @@ from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
 
 
+META_REFRESH_SECONDS = 10.0  # meta.json's step count and layer table, at most this old after a kill
+
+
 @dataclass
 class _Pending:
     """What has happened since the last step boundary."""
@@ -130,6 +133,7 @@ class Recorder(Callbacks):
         self._head: str | None = None
         self._layer_table: list[dict[str, Any]] = []
         self._active = False
+        self._meta_written = time.monotonic()
 
     @property
     def step(self) -> int:
@@ -466,7 +470,8 @@ class Recorder(Callbacks):
         self.steps_emitted += 1
         head = self._head_layer()
         evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
-        if self._layers_dirty or head != self._head or evidence_changed:
+        stale = time.monotonic() - self._meta_written > META_REFRESH_SECONDS  # keeps "steps" current
+        if self._layers_dirty or head != self._head or evidence_changed or stale:
             self._layers_dirty, self._head = False, head
             self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
             self._write_meta(final=False)
@@ -497,6 +502,7 @@ class Recorder(Callbacks):
             self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
         if self._engine is not None:  # covered = rows recorded (coverage from evidence)
             self._layer_table = self._engine.ledger.layer_table(self._layer_table)
+        self._meta_written = time.monotonic()
         fields: dict[str, Any] = {
             "head": self._head,
             "epoch_starts": self._epochs.starts,

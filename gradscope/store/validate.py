@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 STATUSES = ("running", "finished", "crashed", "interrupted")
-RECORDING_STATES = ("ok", "never-started", "no-backward", "unknown")
+RECORDING_STATES = ("ok", "never-started", "no-backward", "lost", "unknown")
 MAX_EVENTS = 100_000  # events.jsonl lines read; the rest are counted, not parsed
 MAX_EVENT_LINE = 64 * 1024
 
