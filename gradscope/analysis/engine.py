@@ -41,7 +41,7 @@ PER_SAMPLE_FAMILIES = ("coherence", "alignment", "noise")
 RECORDING_STATES = {
     "never-started": "the recorder never started",
     "no-backward": "the recorder saw no backward pass",
-    "lost": "steps were recorded but none was saved",
+    "lost": "nothing was saved",
 }
 
 

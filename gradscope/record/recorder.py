@@ -45,7 +45,6 @@ from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
 
-
 META_REFRESH_SECONDS = 10.0  # meta.json's step count and layer table, at most this old after a kill
 
 
