@@ -169,7 +169,8 @@ def end_state(outcome: Outcome) -> dict[str, object]:
 
 def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: dict) -> dict[str, str]:
     """Did the training process record anything? ``ok`` | ``never-started`` | ``no-backward``
-    | ``lost`` (steps seen, none saved) | ``unknown`` (no evidence either way, e.g. killed before anything was saved), with a reason.
+    | ``lost`` (steps seen, none saved) | ``unknown`` (no evidence either way, e.g. killed
+    before anything was saved), with a reason.
     "no-backward" needs positive evidence: a recorder-finished event that saw 0 steps."""
     saved = any((run_dir / "steps").glob("rank-*/part-*.parquet"))
     events = _recorder_events(run_dir)
