@@ -222,8 +222,13 @@ def noise_verdict(rows: pd.DataFrame, *, factor: float = NOISE_FACTOR) -> Verdic
     """
     source = "McCandlish et al. 2018 (batch size vs B_simple)"
     model = rows[rows["scope"] == "model"]
-    series = model[model["name"] == "b_simple"].dropna(subset=["value"]).sort_values("step")
+    measured = model[model["name"] == "b_simple"]
+    series = measured.dropna(subset=["value"]).sort_values("step")
     sizes = model[model["name"] == "batch_size"]["value"].dropna()
+    if len(measured) and not len(series):  # S1/S2 recorded, the estimate undefined at every step
+        return no_data("noise", NOT_RECORDED, "B_simple undefined at every recorded step (the |G|^2 "
+                       "estimate (S1 - S2) / (m (m - 1)) was not positive: noise-dominated or too few "
+                       "samples)", source)
     if not len(series) or not len(sizes):
         return no_data("noise", NOT_RECORDED, "per-sample gradient norms (S1/S2) not recorded", source)
     scale = float(series.iloc[len(series) // 2 :]["value"].median())

@@ -87,6 +87,7 @@ def _report_failures(engine: Any, warn: Warn) -> None:
     failures = getattr(engine, "failures", None)
     while failures:
         layer, reason = failures.pop(0)
+        layer = layer or "the root module"  # its own parameters have the layer name ""
         warn(f"per-sample kernel for {layer}", f"per-sample statistics for {layer} disabled ({reason}); "
              "training continues")
 
