@@ -26,6 +26,10 @@ SEVERAL_PASSES = (
     "several backward passes through one forward (retain_graph=True): rows of one pass are "
     "not rows of the gradient the optimizer sees"
 )
+UPSTREAM_OF_BATCHNORM = (
+    "ran before a BatchNorm in train mode: its output gradients mix all samples through the "
+    "batch statistics, so per-sample gradients are not defined"
+)
 RECOMPUTED_ONLY = "captured only during a backward (a recomputation) and never given a gradient"
 NOT_STEPPED = (
     "its parameters are not in the optimizer that stepped (e.g. the other model of a GAN): "

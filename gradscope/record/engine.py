@@ -35,6 +35,7 @@ from gradscope.record.coverage import (
     NO_OUTPUT,
     RECOMPUTED_ONLY,
     SEVERAL_PASSES,
+    UPSTREAM_OF_BATCHNORM,
     CoverageLedger,
     StepEvidence,
 )
@@ -180,6 +181,8 @@ class PerSampleEngine(TaskSplit, StepEvidence):
             reason = f"input has batch size {batch.size} during the backward, not {self._batch_size}"
         if reason is not None:
             self._skip(layer, reason, params.values())
+            if reason == BATCHNORM_TRAIN:
+                self._couple_earlier_layers()
             return
         use = Use(
             name=name, layer=layer, module=module, kernel=self._registry.lookup(module)[1],
@@ -200,6 +203,16 @@ class PerSampleEngine(TaskSplit, StepEvidence):
         self._uses.append(use)
         for rank, slot in enumerate(slots):
             flat[slot].register_hook(functools.partial(self._on_grad, use, rank))
+
+    def _couple_earlier_layers(self) -> None:
+        """A train-mode BatchNorm ran: the output gradients of every layer that ran before
+        it in this forward mix all samples through the batch statistics, so their per-sample
+        values are not defined. Those layers are dropped for this backward (layers in a
+        parallel branch are dropped too: never a wrong number)."""
+        for entry in self._entries.values():
+            if not entry.failed:
+                entry.failed = True
+                self._missing.setdefault(entry.layer, UPSTREAM_OF_BATCHNORM)
 
     def _inputs(self, module, args, kwargs, batch: CallBatch, slots, flat) -> KernelInputs:
         inputs = KernelInputs(

@@ -16,7 +16,6 @@ random number is drawn, and values are copied to the host asynchronously.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -40,12 +39,11 @@ from gradscope.record.names import ModuleNames, is_compiled
 from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
 from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
+from gradscope.record.runcard import RunCard
 from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
 from gradscope.store import meta as run_meta
-
-META_REFRESH_SECONDS = 10.0  # meta.json's step count and layer table, at most this old after a kill
 
 
 @dataclass
@@ -126,13 +124,9 @@ class Recorder(Callbacks):
         self._last_step_end = math.nan
         self._own_time = 0.0
         self._failures = FailureLog(self.run_dir, self.rank)
-        self._layers_dirty = model is not None
-        self._last_module: weakref.ref[torch.nn.Module] | None = None
+        self._card = RunCard(self.run_dir, self._names, self._engine, dirty=model is not None)
         self._epochs = EpochTracker()
-        self._head: str | None = None
-        self._layer_table: list[dict[str, Any]] = []
         self._active = False
-        self._meta_written = time.monotonic()
 
     @property
     def step(self) -> int:
@@ -233,9 +227,9 @@ class Recorder(Callbacks):
 
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
         if not self._explicit_model and self._names.module(module) is None:
-            self._layers_dirty |= self._names.add_root(module)
+            self._card.layers_dirty |= self._names.add_root(module)
         if self._engine is not None and is_compiled(module):
-            self._layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
+            self._card.layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         engine = self._engine
@@ -249,7 +243,7 @@ class Recorder(Callbacks):
             self._has_params[module] = has_params
         name = self._names.module(module) if has_params else None
         if name is not None:
-            self._last_module = weakref.ref(module)  # the output head, once the forward ends
+            self._card.module_ran(module)
             self._engine.capture(name, module, args, kwargs, output, step=self.step)
 
     # backward ------------------------------------------------------------------------
@@ -467,25 +461,13 @@ class Recorder(Callbacks):
         # Counted before meta.json is written: _write_meta skips a process with 0 steps, and
         # the first step is the one that writes the layer table (issue 12).
         self.steps_emitted += 1
-        head = self._head_layer()
-        evidence_changed = self._engine is not None and self._engine.ledger.take_dirty()
-        stale = time.monotonic() - self._meta_written > META_REFRESH_SECONDS  # keeps "steps" current
-        if self._layers_dirty or head != self._head or evidence_changed or stale:
-            self._layers_dirty, self._head = False, head
-            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
+        if self._card.due():
             self._write_meta(final=False)
         self._last_step_end = now
         self._own_time = 0.0
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
-
-    def _head_layer(self) -> str | None:
-        """The layer of the last module with parameters that ran in the forward pass: the
-        output head (a tied head's weight is reported under the layer that owns it)."""
-        module = self._last_module() if self._last_module is not None else None
-        param = next(module.parameters(recurse=False), None) if module is not None else None
-        return self._head if param is None else self._names.param(param)[0]
 
     def _index_of(self, optimizer: Any) -> int:
         if optimizer not in self._optimizer_index:
@@ -497,17 +479,10 @@ class Recorder(Callbacks):
         saw_nothing = not self.steps_emitted and not self._failures.entries and status is None
         if self.rank != 0 or saw_nothing:
             return
-        if self._names.roots():  # the model may be gone by the time the process exits
-            self._layer_table = self._names.layer_table(functools.partial(persample.coverage, self._engine))
-        if self._engine is not None:  # covered = rows recorded (coverage from evidence)
-            self._layer_table = self._engine.ledger.layer_table(self._layer_table)
-        self._meta_written = time.monotonic()
         fields: dict[str, Any] = {
-            "head": self._head,
             "epoch_starts": self._epochs.starts,
             "torch_version": torch.__version__,
             "world_size": self.world_size,
-            "layers": self._layer_table,
             "steps": self.step,
         }
         if final:
@@ -515,9 +490,4 @@ class Recorder(Callbacks):
             fields["unwritten"] = self._writer.unwritten() if self._writer is not None else {}
             if status is not None:
                 fields.update(status=status, ended=run_meta.now_iso())
-        try:
-            run_meta.update_meta(self.run_dir, **fields)
-        except (OSError, ValueError) as err:
-            if not getattr(self, "_meta_failed", False):  # once: it never raises into training
-                self._meta_failed = True
-                self._report_failure("meta.json", err)
+        self._card.write(fields, self._report_failure)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradscope.record import kernels
-from gradscope.record.coverage import CoverageLedger
+from gradscope.record.coverage import UPSTREAM_OF_BATCHNORM, CoverageLedger
 from gradscope.record.engine import BATCHNORM_TRAIN, EngineConfig, PerSampleEngine
 from gradscope.record.names import ModuleNames
 
@@ -52,7 +52,9 @@ def test_final_eval_mode_does_not_hide_batchnorm_train():
     assert (bn["name"], bn["covered"], bn["reason"], bn["reasons"]) == (
         "1", False, BATCHNORM_TRAIN, {BATCHNORM_TRAIN: 2}
     )
-    assert table[0]["covered"] and table[0]["rows_steps"] == 2
+    first, last = table[0], table[2]
+    assert not first["covered"] and first["reasons"] == {UPSTREAM_OF_BATCHNORM: 2}
+    assert last["covered"] and last["rows_steps"] == 2
 
 
 def _broken(module, inputs, backprops):

@@ -41,7 +41,8 @@ def test_batchnorm_train_is_not_covered_and_skipped():
     stats, engine = engine_stats(model, lambda: model(x).pow(2).sum(1), EngineConfig())
     coverage = engine.coverage(model[1])
     assert (coverage.method, coverage.covered, coverage.reason) == ("none", False, BATCHNORM_TRAIN)
-    assert list(stats) == ["0", "2"] and engine.skipped["1"] == BATCHNORM_TRAIN
+    # layer 0 ran before the BatchNorm: its output gradients mix samples, so it has no rows
+    assert list(stats) == ["2"] and engine.skipped["1"] == BATCHNORM_TRAIN
     assert not engine.failures
 
 
