@@ -10,6 +10,8 @@ import typer
 from gradscope.record.config import PROFILES, RecordConfig
 from gradscope.record.launch import default_run_dir, launch
 
+MAX_SKETCH = 64  # k*k = 4096 float32 numbers per sample and layer: beyond that, store the Gram
+
 
 def record(
     ctx: typer.Context,
@@ -22,7 +24,9 @@ def record(
     profile: Annotated[
         str, typer.Option(help="minimal (per-step scalars) | standard (+ per-sample) | full (+ Gram).")
     ] = "standard",
-    sketch: Annotated[int, typer.Option(min=0, help="Sketch size k (k*k numbers per layer).")] = 4,
+    sketch: Annotated[
+        int, typer.Option(min=0, max=MAX_SKETCH, help="Sketch size k (k*k numbers per sample and layer).")
+    ] = 4,
     reduction: Annotated[
         str, typer.Option(help="Loss reduction over samples: auto | mean | sum.")
     ] = "auto",
