@@ -167,6 +167,9 @@ def end_state(outcome: Outcome) -> dict[str, object]:
     return {"status": status, "exit_code": exit_code, "signal": sig, "end_reason": reason}
 
 
+UNFLUSHED = "the process ended without flushing (os._exit, or a kill)"
+
+
 def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: dict) -> dict[str, str]:
     """Did the training process record anything? ``ok`` | ``never-started`` | ``no-backward``
     | ``lost`` (steps seen, none saved) | ``unknown`` (no evidence either way, e.g. killed
@@ -179,8 +182,10 @@ def recording_state(run_dir: Path, outcome: Outcome, blind: str | None, meta: di
     if saved:
         return {"state": "ok", "reason": "steps were recorded"}
     if steps > 0:
-        return {"state": "lost", "reason": f"the recorder saw {steps} steps but none was saved: the "
-                "process ended without flushing (os._exit, or killed; see unwritten)"}
+        if seen:  # the recorder closed and gave its own warnings (a full or read-only disk)
+            return {"state": "lost", "reason": f"the recorder saw {steps} steps; none was saved "
+                    "(see its warnings and unwritten)"}
+        return {"state": "lost", "reason": f"the recorder saw {steps} steps but none was saved: {UNFLUSHED}"}
     stopped = outcome.signal or (-outcome.returncode if outcome.returncode < 0 else None)
     if not any(e.get("event") == STARTED_EVENT for e in events) and stopped and not blind:
         # Interrupted or killed before the recorder started (usually while importing torch):
@@ -224,7 +229,8 @@ def _finish_meta(run_dir: Path, outcome: Outcome, blind: str | None, started: bo
              f"the script's exit code still passes through")
         return
     state = fields["recording"]
-    if started and state["state"] in ("never-started", "no-backward", "lost"):
+    unexplained_loss = state["state"] == "lost" and state["reason"].endswith(UNFLUSHED)  # not said yet
+    if started and (state["state"] in ("never-started", "no-backward") or unexplained_loss):
         _say(f"warning: nothing was recorded in {run_dir}: {state['reason']}")
 
 
