@@ -395,11 +395,13 @@ class Recorder(Callbacks):
         """Drop per-sample rows of layers none of whose parameters the stepping optimizer
         holds (a GAN's discriminator at the generator's step): they are contributions to a
         gradient no optimizer used at this step."""
+        pending = self._pending
+        if not pending.micro_stats:  # most steps of most runs: nothing to sort out
+            return
         held = {id(p) for p in stepped}
         inside = {self._names.param(p)[0] for p in stepped}
         outside = {self._names.param(p)[0] for p in self._names.parameters() if id(p) not in held}
         dropped = outside - inside
-        pending = self._pending
         if not dropped or not any(set(m.layers) & dropped for m in pending.micro_stats):
             return
         pending.micro_stats = [persample.without_layers(m, dropped) for m in pending.micro_stats]
