@@ -1,5 +1,6 @@
-"""The HTML report: one self-contained file (inline CSS, figures as base64 PNG, no
-scripts, no network), laid out as a dashboard.
+"""The HTML pages' frame: CSS, header, sections, escaping, and the report's entry points
+(render_html / write_html; the interactive dashboard itself is gradscope.report.interactive).
+One self-contained file: inline CSS and scripts, no network.
 
 Every string that comes from the run (layer, task and run names, the command line,
 warnings, verdict text) goes through ``esc`` (html.escape with quotes) before it is
@@ -10,18 +11,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.thresholds import M_COHERENCE_MIN, SEVERE_CONFLICT, STRONG_CONFLICT, UPDATE_RATIO
 from gradscope.analysis.types import Verdict
 from gradscope.errors import GradscopeError
-from gradscope.report import plots
-from gradscope.report.coverage import layer_coverage
-from gradscope.report.sections import fmt
 from gradscope.store.reader import Run
 
 CSS = """
@@ -64,6 +61,34 @@ th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line)}
 td.n{text-align:right;font-family:ui-monospace,Menlo,monospace}
 .figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px}
 footer{padding:0 32px 30px;color:var(--mute);font-size:12px}
+a.card{text-decoration:none;display:block}a.card:hover{box-shadow:0 2px 10px rgba(0,0,0,.45)}
+.card .go{color:#1d4ed8;font-size:12px;margin-top:4px}
+.toolbar{position:sticky;top:0;z-index:10;display:flex;flex-wrap:wrap;align-items:center;gap:8px 18px;
+padding:8px 32px;background:#fff;border-bottom:1px solid var(--line);box-shadow:0 1px 4px rgba(15,23,42,.08);
+font-size:13px}
+.toolbar input[type=number]{width:80px}.toolbar button{font:inherit;padding:2px 10px}
+.toolbar .hint{color:var(--mute);font-size:12px}
+.layerpick{position:relative}.layerpick summary{cursor:pointer;font-weight:600}
+.layerpick[open] #gs-layers,.layerpick[open] .pickbtns{background:#fff}
+.layerpick[open]>div{position:absolute;left:0;min-width:260px;z-index:11}
+.pickbtns{top:24px;padding:6px 8px;border:1px solid var(--line);border-bottom:0;border-radius:6px 6px 0 0}
+#gs-layers{top:58px;max-height:340px;overflow:auto;padding:4px 8px 8px;border:1px solid var(--line);
+border-top:0;border-radius:0 0 6px 6px;box-shadow:0 4px 14px rgba(15,23,42,.18)}
+#gs-layers label{display:block;white-space:nowrap;font-family:ui-monospace,Menlo,monospace;font-size:12px}
+.sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 6px 0 4px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:10px;margin:8px 0}
+figure.chart{margin:0;border:1px solid var(--line);border-radius:8px;padding:6px 8px 2px;min-width:0}
+figure.chart:target{outline:3px solid #2563eb}
+figcaption{display:flex;align-items:center;gap:8px;font-weight:600;font-size:13px}
+figcaption .ct{flex:1;font-family:ui-monospace,Menlo,monospace}figcaption .badge{margin:0}
+button.log{font:inherit;font-size:11px;font-weight:400;padding:0 8px}
+.plot{min-height:270px}.bad{color:var(--alert);font-size:12px;margin:0 0 4px}
+.nan{color:var(--mute);font-size:12px;margin:0 0 4px}
+.whole{font-family:ui-monospace,Menlo,monospace;font-size:12.5px;color:#334155}
+.tablebox{max-height:420px;overflow:auto;margin:10px 0}
+caption{text-align:left;font-weight:600;padding:4px 0;color:#334155}
+th{cursor:pointer;position:sticky;top:0;background:#f8fafc;white-space:nowrap}
+th[data-dir=up]::after{content:" ▲"}th[data-dir=down]::after{content:" ▼"}
 """
 
 
@@ -72,13 +97,15 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def page(title: str, header: str, body: Iterable[str], footer: str = "") -> str:
+def page(title: str, header: str, body: Iterable[str], footer: str = "", *, toolbar: str = "",
+         scripts: str = "") -> str:
     """The whole document; ``title`` is escaped here, the other parts are HTML already."""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header>{header}</header><main>{''.join(body)}</main><footer>{footer}</footer></body></html>\n"
+        f"<header>{header}</header>{toolbar}<main>{''.join(body)}</main><footer>{footer}</footer>"
+        f"{scripts}</body></html>\n"
     )
 
 
@@ -93,7 +120,8 @@ def img(uri: str | None, alt: str, missing: str) -> str:
     return f'<img src="{uri}" alt="{esc(alt)}">'
 
 
-def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wide: bool = False) -> str:
+def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wide: bool = False,
+            anchor: str = "") -> str:
     """A panel with a title, the family's verdict (badge, summary, details) and content."""
     level = verdict.level if verdict else ""
     classes = " ".join(c for c in (level_class(level) if level != "ok" else "", "wide" if wide else "") if c)
@@ -108,20 +136,8 @@ def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wi
                 shown.append(f"... and {len(verdict.details) - 6} more findings")
             lede += '<ul class="details">' + "".join(f"<li>{esc(d)}</li>" for d in shown)
             lede += "</ul>"
-    anchor = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    anchor = anchor or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return f'<section class="{classes}" id="{anchor}">{head}</h2>{lede}{"".join(parts)}</section>'
-
-
-def verdict_cards(verdicts: Sequence[Verdict]) -> str:
-    cards = []
-    for v in verdicts:
-        number = f"{esc(v.metric)} {fmt(v.value)} vs {fmt(v.threshold)}" if v.metric else ""
-        cards.append(
-            f'<div class="card {esc(level_class(v.level))}"><h3>{esc(v.family)}</h3>'
-            f'<span class="badge {esc(level_class(v.level))}">{esc(v.level)}</span><p>{esc(v.summary)}</p>'
-            f'<p class="num">{number}</p><p class="num">{esc(v.source)}</p></div>'
-        )
-    return f'<div class="cards">{"".join(cards)}</div>'
 
 
 def run_header(run: Run, steps: pd.DataFrame, title: str = "gradscope report") -> str:
@@ -142,113 +158,15 @@ def run_header(run: Run, steps: pd.DataFrame, title: str = "gradscope report") -
     return f'<h1>{esc(title)}<small>{esc(run.name)}</small></h1><dl class="meta">{grid}</dl>'
 
 
-def layer_order(run: Run) -> list[str]:
-    return [str(e.get("name", "")) for e in run.meta.get("layers") or [] if isinstance(e, dict)]
-
-
-def training_sections(run: Run, metrics: pd.DataFrame, verdicts: dict[str, Verdict]) -> list[str]:
-    """Loss and gradient norm, then the per-layer heatmaps (stability's evidence)."""
-    order = layer_order(run)
-    norms = plots.series(metrics, "stability", "grad_norm", "layer")
-    ratios = plots.series(metrics, "stability", "update_ratio", "layer")
-    return [
-        section("Stability: loss and gradient norm", [img(
-            plots.loss_and_grad(metrics), "loss and gradient norm over steps", "no loss or gradient norm",
-        )], verdicts.get("stability"), wide=True),
-        section("Layers: gradient norm", [img(
-            plots.heatmap(norms, "per-layer gradient norm", order), "per-layer gradient norm heatmap",
-            "no per-layer statistics recorded",
-        )]),
-        section("Layers: update / weight ratio", [img(
-            plots.heatmap(ratios, f"per-layer |ΔW| / |W| (verdict band {UPDATE_RATIO.text()})", order),
-            "per-layer update to weight ratio heatmap", "no weight updates recorded",
-        )]),
-    ]
-
-
-def gradient_sections(analysis: Analysis, verdicts: dict[str, Verdict]) -> list[str]:
-    """Coherence and noise-scale curves, the GWA distribution per epoch."""
-    metrics = analysis.metrics
-    coherence = plots.line_plot(
-        {n: plots.series(metrics, "coherence", n) for n in ("m_coherence", "stiffness_cos")},
-        "m-coherence (1 = orthogonal per-sample gradients)",
-        guides=[(M_COHERENCE_MIN, plots.WARN, f"verdict warns below {M_COHERENCE_MIN:g}")],
-    )
-    noise = plots.line_plot(
-        {"B_simple": plots.series(metrics, "noise", "b_simple"),
-         "batch size": plots.series(metrics, "noise", "batch_size")},
-        "gradient noise scale vs batch size", log=True,
-    )
-    epochs = metrics[(metrics["family"] == "alignment") & (metrics["name"] == "epoch_score")]
-    epochs = epochs.assign(epoch=pd.to_numeric(epochs["key"], errors="coerce"))
-    gwa = plots.gwa_distribution(analysis.head_sample, epochs)
-    return [
-        section("Coherence", [img(coherence, "m-coherence over steps", "no per-sample norms recorded")],
-                verdicts.get("coherence")),
-        section("Noise", [img(noise, "B_simple and batch size over steps", "no per-sample norms recorded")],
-                verdicts.get("noise")),
-        section("Alignment (GWA)", [img(gwa, "per-sample GWA per epoch", "no per-sample GWA recorded")],
-                verdicts.get("alignment"), wide=True),
-    ]
-
-
-def conflict_section(metrics: pd.DataFrame, verdict: Verdict | None) -> str:
-    """Task x task cosine heatmap and the pairwise cosines over steps with GCond's zones."""
-    pairs = plots.series(metrics, "conflict", "cos", "task_pair")
-    groups = plots.series(metrics, "conflict", "group_cos", "group_pair")
-    over = pairs if len(pairs) else groups
-    lines = {str(k): f for k, f in over.groupby("key")}
-    curves = plots.line_plot(lines, "pairwise gradient cosine over steps", decorate=plots.conflict_zones)
-    parts = [img(plots.conflict_heatmap(metrics), "task by task gradient cosine", "no named tasks recorded"),
-             img(curves, "pairwise cosine over steps", "no task or group gradients recorded")]
-    note = (f'<p class="empty">Shaded: conflict (cos &lt; 0, PCGrad), strong (&lt; {STRONG_CONFLICT:g}) '
-            f"and severe (&lt; {SEVERE_CONFLICT:g}) zones of GCond.</p>")
-    return section("Conflict", ['<div class="figs">', *parts, "</div>", note], verdict, wide=True)
-
-
-def coverage_section(run: Run) -> str:
-    """Per layer: whether per-sample rows were recorded, and at how many steps (meta.json)."""
-    rows = "".join(
-        f"<tr><td>{esc(c.name)}</td><td>{esc(c.type)}</td>"
-        f'<td class="n">{esc(c.numel)}</td><td>{esc(c.method)}</td>'
-        f"<td>{esc(('yes' if c.covered else 'no') + (': ' + c.note if c.note else ''))}</td></tr>"
-        for c in layer_coverage(run.meta)
-    )
-    table = (
-        "<table><tr><th>layer</th><th>type</th><th>params</th><th>method</th><th>per-sample rows</th></tr>"
-        f"{rows}</table>" if rows else '<p class="empty">no layer table in meta.json</p>'
-    )
-    return section("Coverage", [table])
-
-
-def warnings_section(run: Run) -> str:
-    events = [e for e in run.events() if e.get("level") == "warning"]
-    items = [f"step {esc(e.get('step', '?'))}: {esc(e.get('message', ''))}" for e in events]
-    items += [f"run directory: {esc(p)}" for p in run.problems]
-    body = '<p class="empty">none</p>'
-    if items:
-        body = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
-    return section("Recorder warnings", [body])
-
-
 def render_html(run: Run, analysis: Analysis) -> str:
-    """The whole dashboard as one HTML string."""
+    """The whole interactive dashboard as one HTML string (gradscope.report.interactive)."""
+    from gradscope.report.interactive import render_interactive
+
     steps = run.table("steps", ["step"])
-    metrics = analysis.metrics
-    verdicts = {v.family: v for v in analysis.verdicts}
-    body = [
-        conflict_section(metrics, verdicts.get("conflict")),
-        *training_sections(run, metrics, verdicts),
-        *gradient_sections(analysis, verdicts),
-        coverage_section(run),
-        warnings_section(run),
-    ]
     gap = ""
     if analysis.gap:
         gap = f'<p class="gap">NO DATA: {esc(analysis.gap)}. Every verdict is "no data".</p>'
-    header = run_header(run, steps) + gap + verdict_cards(analysis.verdicts)
-    footer = f"gradscope {esc(run.meta.get('gradscope_version', ''))} · {esc(run.path)}"
-    return page(f"gradscope: {run.name}", header, body, footer)
+    return render_interactive(run, analysis, run_header(run, steps) + gap)
 
 
 def write_html(run: Run, analysis: Analysis, path: Path | str) -> None:
