@@ -1,0 +1,35 @@
+/* Drives the report in tests/report/test_html_browser.py and writes what it saw into <pre id="probe">. */
+(function () {
+  var out = {};
+  function done() { var p = document.createElement("pre"); p.id = "probe"; p.textContent = JSON.stringify(out);
+    document.body.appendChild(p); }
+  function later(f) { setTimeout(f, 400); }
+  function plots() { return Array.prototype.slice.call(document.querySelectorAll(".plot")); }
+  function ready() {
+    if (!document.body.dataset.charts) return later(ready);
+    out.frames = plots().length;
+    out.drawn = plots().filter(function (p) { return p.querySelector(".main-svg") && p.data.length; }).length;
+    out.ticks = plots()[0].querySelectorAll(".xtick text").length ?
+      Array.prototype.map.call(plots()[0].querySelectorAll(".xtick text"), function (t) { return t.textContent; }) : [];
+    Plotly.relayout(plots()[0], {"xaxis.range[0]": 1.2, "xaxis.range[1]": 3.7}).then(function () { later(zoomed); });
+  }
+  function zoomed() {
+    out.ranges = plots().map(function (p) { return p._fullLayout.xaxis.range; });
+    out.from = document.getElementById("gs-from").value; out.to = document.getElementById("gs-to").value;
+    var el = plots()[0];
+    Plotly.Fx.hover(el, {xval: 2});
+    out.hover = el.querySelector(".hoverlayer").textContent;
+    var fig = document.querySelector("figure.chart button.log:not([disabled])").closest("figure");
+    out.scale = [fig.querySelector(".plot")._fullLayout.yaxis.type];
+    fig.querySelector("button.log").click();
+    later(function () {
+      out.scale.push(fig.querySelector(".plot")._fullLayout.yaxis.type);
+      var layered = plots().find(function (p) { return p.data.some(function (t) { return t.name === "fc2"; }); });
+      out.traces = [layered.data.length];
+      var box = document.querySelector("#gs-layers input[value=fc2]");
+      box.checked = false; box.dispatchEvent(new Event("change"));
+      later(function () { out.traces.push(layered.data.length); done(); });
+    });
+  }
+  window.addEventListener("load", ready);
+})();
