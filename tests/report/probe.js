@@ -1,4 +1,4 @@
-/* Drives the report in tests/report/test_html_browser.py and writes what it saw into <pre id="probe">. */
+/* Drives the report for tests/report/test_html_browser.py; what it saw goes into a pre element (id probe). */
 (function () {
   var out = {};
   function done() { var p = document.createElement("pre"); p.id = "probe"; p.textContent = JSON.stringify(out);
