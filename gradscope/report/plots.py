@@ -1,4 +1,5 @@
-"""Matplotlib figures for the HTML report, returned as inline ``data:image/png`` URIs.
+"""Static matplotlib figures: ``gradscope report RUN --figures DIR`` (PNG and PDF, for
+papers and CI artifacts; gradscope.report.figures) and the compare page's PNGs.
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly: no
 pyplot, no global backend switch, and the style lives in a local ``rc_context`` so
@@ -20,8 +21,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gradscope.analysis.thresholds import CONFLICT_COS, SEVERE_CONFLICT, STRONG_CONFLICT
+from gradscope.report import downsample
 
 STYLE = {
     "font.size": 9,
@@ -51,11 +54,33 @@ def figure(width: float = 6.4, height: float = 3.0) -> Iterator[Figure]:
         yield fig
 
 
-def to_uri(fig: Figure) -> str:
+def to_uri(fig: Figure | None) -> str | None:
+    if fig is None:
+        return None
     buffer = io.BytesIO()
     with rc_context(STYLE):
         fig.savefig(buffer, format="png", dpi=100)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def steps_axis(ax: Axes) -> None:
+    """Whole steps only on the x axis (no 0.5 ticks on short runs)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+
+
+def draw_series(
+    ax: Axes, steps: pd.Series, values: pd.Series, label: str | None = None, **style: object
+) -> None:
+    """A curve; past downsample.LIMIT points the bucket mean with a min..max band around it,
+    so a one-step spike keeps its height and a long noisy run is not a solid block."""
+    if not downsample.needs_bucketing(len(values)):
+        ax.plot(steps, values, label=label, lw=1.4, **style)
+        return
+    env = downsample.envelope(steps.to_numpy(float), values.to_numpy(float), downsample.LIMIT)
+    middle = (env.start + env.stop) / 2
+    (line,) = ax.plot(middle, env.mean, label=label, lw=1.2, **style)
+    ax.fill_between(middle, env.low, env.high, color=line.get_color(), alpha=0.25, lw=0)
 
 
 def wide_positive(columns: Sequence[pd.Series]) -> bool:
@@ -70,7 +95,12 @@ def series(metrics: pd.DataFrame, family: str, name: str, scope: str = "model") 
     return rows[rows["step"] >= 0].sort_values("step")[["step", "key", "value"]]
 
 
-def line_plot(
+def line_plot(lines: Mapping[str, pd.DataFrame], title: str, **options: object) -> str | None:
+    """``line_figure`` as an inline PNG data URI (None when there is nothing to draw)."""
+    return to_uri(line_figure(lines, title, **options))  # type: ignore[arg-type]
+
+
+def line_figure(
     lines: Mapping[str, pd.DataFrame],
     title: str,
     *,
@@ -78,7 +108,7 @@ def line_plot(
     guides: Sequence[tuple[float, str, str]] = (),
     decorate: Callable[[Axes], None] | None = None,
     width: float = 6.4,
-) -> str | None:
+) -> Figure | None:
     """Curves (label -> frame with step, value) on one axes; guides are (y, colour, label)."""
     lines = {k: v for k, v in lines.items() if len(v) and np.isfinite(v["value"]).any()}
     if not lines:
@@ -86,7 +116,7 @@ def line_plot(
     with figure(width) as fig:
         ax = fig.add_subplot()
         for label, frame in list(lines.items())[:MAX_LINES]:
-            ax.plot(frame["step"], frame["value"], label=label, lw=1.4)
+            draw_series(ax, frame["step"], frame["value"], label)
         for y, colour, label in guides:
             ax.axhline(y, color=colour, ls="--", lw=1, label=label)
         if log and wide_positive([f["value"] for f in lines.values()]):
@@ -94,13 +124,13 @@ def line_plot(
         if decorate is not None:
             decorate(ax)
         ax.set_title(title, loc="left")
-        ax.set_xlabel("step")
+        steps_axis(ax)
         if len(lines) + len(guides) > 1:
             ax.legend(loc="best")
-        return to_uri(fig)
+        return fig
 
 
-def heatmap(frame: pd.DataFrame, title: str, order: Sequence[str], *, log: bool = True) -> str | None:
+def heatmap(frame: pd.DataFrame, title: str, order: Sequence[str], *, log: bool = True) -> Figure | None:
     """Keys (rows, in ``order``) over steps (columns) from rows step, key, value."""
     if frame.empty or not np.isfinite(frame["value"]).any():
         return None
@@ -125,13 +155,13 @@ def heatmap(frame: pd.DataFrame, title: str, order: Sequence[str], *, log: bool 
         else:
             ax.set_yticks([])
             ax.set_ylabel(f"{len(rows)} layers, model order")
-        ax.set_xlabel("step")
+        steps_axis(ax)
         ax.set_title(title, loc="left")
         fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
-        return to_uri(fig)
+        return fig
 
 
-def loss_and_grad(metrics: pd.DataFrame, spike_z: float = 6.0) -> str | None:
+def loss_and_grad(metrics: pd.DataFrame, spike_z: float = 6.0) -> Figure | None:
     """Loss (spikes marked) and global gradient norm (log scale) over steps, side by side."""
     loss = series(metrics, "stability", "loss")
     norm = series(metrics, "stability", "grad_norm")
@@ -140,19 +170,19 @@ def loss_and_grad(metrics: pd.DataFrame, spike_z: float = 6.0) -> str | None:
     z = series(metrics, "stability", "loss_spike_z").set_index("step")["value"]
     with figure(12.8, 3.0) as fig:
         left, right = fig.subplots(1, 2)
-        left.plot(loss["step"], loss["value"], lw=1.4)
+        draw_series(left, loss["step"], loss["value"])
         spikes = loss[loss["step"].map(z).fillna(0) > spike_z]
         left.scatter(spikes["step"], spikes["value"], color=ALERT, zorder=3, label=f"spike (z > {spike_z:g})")
         if len(spikes):
             left.legend()
         left.set_title("loss", loc="left")
-        right.plot(norm["step"], norm["value"], lw=1.4, color="#f59e0b")
+        draw_series(right, norm["step"], norm["value"], color="#f59e0b")
         if len(norm) and wide_positive([norm["value"]]):
             right.set_yscale("log")
         right.set_title("global gradient norm", loc="left")
         for ax in (left, right):
-            ax.set_xlabel("step")
-        return to_uri(fig)
+            steps_axis(ax)
+        return fig
 
 
 def task_matrix(metrics: pd.DataFrame) -> tuple[list[str], np.ndarray] | None:
@@ -174,7 +204,7 @@ def task_matrix(metrics: pd.DataFrame) -> tuple[list[str], np.ndarray] | None:
     return names, matrix
 
 
-def conflict_heatmap(metrics: pd.DataFrame) -> str | None:
+def conflict_heatmap(metrics: pd.DataFrame) -> Figure | None:
     """Task x task mean cosine, red where tasks pull apart (cos < 0), blue where they agree."""
     found = task_matrix(metrics)
     if found is None:
@@ -191,7 +221,7 @@ def conflict_heatmap(metrics: pd.DataFrame) -> str | None:
                     color="white" if abs(value) > 0.6 else "black", fontsize=8)
         ax.set_title("task gradient cosine (mean over steps)", loc="left")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
-        return to_uri(fig)
+        return fig
 
 
 def conflict_zones(ax: Axes) -> None:
@@ -203,7 +233,7 @@ def conflict_zones(ax: Axes) -> None:
     ax.set_ylim(-1.05, 1.05)
 
 
-def gwa_distribution(scores: pd.DataFrame, epoch_scores: pd.DataFrame) -> str | None:
+def gwa_distribution(scores: pd.DataFrame, epoch_scores: pd.DataFrame) -> Figure | None:
     """Per-sample head GWA per epoch (violins) with the epoch score (line, right axis)."""
     scores = scores[np.isfinite(scores["gwa"]) & scores["epoch"].notna()]
     if scores.empty:
@@ -228,4 +258,4 @@ def gwa_distribution(scores: pd.DataFrame, epoch_scores: pd.DataFrame) -> str | 
             twin.plot(epoch_scores["epoch"], epoch_scores["value"], color=ALERT, marker="o", lw=1.4)
             twin.set_ylabel("epoch score", color=ALERT)
             twin.grid(False)
-        return to_uri(fig)
+        return fig
