@@ -80,19 +80,22 @@ def trace(name: str, scope: str, key: str, steps: np.ndarray, values: np.ndarray
 
 def log_scale(values: Iterable[np.ndarray]) -> tuple[bool, bool]:
     """(log possible: some finite value > 0; log by default: the positive values span more
-    than 2 decades and at most a quarter of the values are <= 0, which a log axis leaves out)."""
-    finite = np.concatenate([v[np.isfinite(v)] for v in values] or [np.array([])])
+    than 2 decades and none is negative, zeros only as whole curves (a dead layer), which a
+    log axis leaves out)."""
+    arrays = [v[np.isfinite(v)] for v in values]
+    finite = np.concatenate(arrays or [np.array([])])
     positive = finite[finite > 0]
     if positive.size == 0:
         return False, False
-    return True, bool(positive.max() > 100 * positive.min() and positive.size >= 0.75 * finite.size)
+    clean = all((a > 0).all() or (a == 0).all() for a in arrays)
+    return True, bool(clean and positive.max() > 100 * positive.min())
 
 
 def metric_chart(family: str, name: str, rows: pd.DataFrame, title: str = "") -> dict | None:
     """A chart of one metric: the model trace first, then every key of the other scopes."""
     rows = rows[(rows["step"] >= 0) & ~rows["scope"].isin(ONE_VALUE_SCOPES)]
-    if rows.empty:
-        return None
+    if not np.isfinite(rows["value"].to_numpy(float)).any():
+        return None  # nothing to draw (the scope tables show "-")
     traces, arrays = [], []
     for (scope, key), frame in rows.groupby(["scope", "key"], sort=False):
         values = frame["value"].to_numpy(float)
@@ -103,7 +106,7 @@ def metric_chart(family: str, name: str, rows: pd.DataFrame, title: str = "") ->
     metric = f"{family}.{name}"
     can_log, log = log_scale(arrays)
     return {
-        "id": chart_id(metric), "title": title or metric, "family": family, "metric": metric,
+        "kind": "line", "id": chart_id(metric), "title": title or metric, "family": family, "metric": metric,
         "log": log, "canLog": can_log, "traces": traces,
         "guides": [{"y": y, "color": c, "label": t} for y, c, t in GUIDES.get(metric, [])],
         "bands": [{"y0": a, "y1": b, "color": c} for a, b, c in BANDS.get(metric, [])],
@@ -133,12 +136,18 @@ def all_families(metrics: pd.DataFrame) -> list[str]:
 def mark_evidence(charts: list[dict], verdict: Verdict) -> bool:
     """Put a verdict's evidence on its metric's chart: its steps as marks on the first
     trace, its threshold as a guide. False when no chart shows that metric."""
-    chart = next((c for c in charts if c["metric"] == verdict.metric), None)
+    shown = [c for c in charts if c["metric"] == verdict.metric and c["kind"] in ("line", "epoch")]
+    chart = shown[0] if shown else None
     if chart is None or not chart["traces"]:
         return False
     if math.isfinite(verdict.threshold):
-        chart["guides"].append({"y": verdict.threshold, "color": ALERT if verdict.level == "alert" else WARN,
-                                "label": f"verdict threshold {verdict.threshold:.4g}"})
+        same = next((g for g in chart["guides"] if math.isclose(g["y"], verdict.threshold)), None)
+        label = f"verdict threshold {verdict.threshold:.4g}"
+        if same is not None:
+            same["label"] = f"{same['label']}; {label}" if same["label"] else label
+        else:
+            colour = ALERT if verdict.level == "alert" else WARN
+            chart["guides"].append({"y": verdict.threshold, "color": colour, "label": label})
     if verdict.level in ("warn", "alert"):
         colour = ALERT if verdict.level == "alert" else WARN
         mark(chart, verdict.steps, f"{verdict.family}: {verdict.level}", colour)
@@ -181,7 +190,7 @@ def hparam_charts(numbers: pd.DataFrame, names: list[str]) -> list[dict]:
             arrays.append(values)
         can_log, log = log_scale(arrays)
         title = "learning rate" if name == "lr" else name
-        charts.append({"id": chart_id(f"optimizer.{name}"), "title": title, "family": "optimizer",
-                       "metric": f"optimizer.{name}", "log": log, "canLog": can_log, "traces": traces,
-                       "guides": [], "bands": [], "marks": []})
+        charts.append({"kind": "line", "id": chart_id(f"optimizer.{name}"), "title": title,
+                       "family": "optimizer", "metric": f"optimizer.{name}", "log": log, "canLog": can_log,
+                       "traces": traces, "guides": [], "bands": [], "marks": []})
     return charts

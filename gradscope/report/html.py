@@ -10,6 +10,7 @@ placed in the page; figures carry such names only inside their pixels.
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -82,7 +83,8 @@ figure.chart:target{outline:3px solid #2563eb}
 figcaption{display:flex;align-items:center;gap:8px;font-weight:600;font-size:13px}
 figcaption .ct{flex:1;font-family:ui-monospace,Menlo,monospace}figcaption .badge{margin:0}
 button.log{font:inherit;font-size:11px;font-weight:400;padding:0 8px}
-.plot{min-height:270px}.bad{color:var(--alert);font-size:12px;margin:0 0 4px}
+.plot{min-height:270px}.plot .modebar{opacity:0;transition:opacity .2s}.plot:hover .modebar{opacity:1}
+.bad{color:var(--alert);font-size:12px;margin:0 0 4px}
 .nan{color:var(--mute);font-size:12px;margin:0 0 4px}
 .whole{font-family:ui-monospace,Menlo,monospace;font-size:12.5px;color:#334155}
 .tablebox{max-height:420px;overflow:auto;margin:10px 0}
@@ -141,6 +143,7 @@ def section(title: str, parts: Iterable[str], verdict: Verdict | None = None, wi
 
 
 def run_header(run: Run, steps: pd.DataFrame, title: str = "gradscope report") -> str:
+    """Run information, as the terminal report's first panel gives it."""
     meta = run.meta
     config = meta.get("config") or {}
     rows = {
@@ -151,18 +154,35 @@ def run_header(run: Run, steps: pd.DataFrame, title: str = "gradscope report") -
         "versions": f"gradscope {meta.get('gradscope_version')}, torch {meta.get('torch_version', '?')}, "
         f"python {meta.get('python_version')}",
         "recording": f"profile {config.get('profile')}, every {config.get('every')}, "
-        f"world size {meta.get('world_size', 1)}",
-        "steps": f"{len(steps)} recorded",
+        f"sketch {config.get('sketch')}, world size {meta.get('world_size', 1)}",
+        "steps": step_summary(steps),
     }
     grid = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows.items())
     return f'<h1>{esc(title)}<small>{esc(run.name)}</small></h1><dl class="meta">{grid}</dl>'
+
+
+def step_summary(steps: pd.DataFrame) -> str:
+    """"240 (240 with per-layer statistics; median step 12.0 ms, recorder 1.20 ms)"."""
+    if steps.empty:
+        return "none recorded"
+    text = f"{len(steps)}"
+    if "recorded" in steps.columns:
+        text += f" ({int(steps['recorded'].sum())} with per-layer statistics"
+        skipped = int(steps["skipped"].sum()) if "skipped" in steps.columns else 0
+        text += f", {skipped} skipped by the GradScaler" if skipped else ""
+        if {"step_time", "recorder_time"} <= set(steps.columns):
+            step_time, own = steps["step_time"].median(), steps["recorder_time"].median()
+            if math.isfinite(step_time) and step_time > 0:
+                text += f"; median step {step_time * 1e3:.1f} ms, recorder {own * 1e3:.2f} ms"
+        text += ")"
+    return text
 
 
 def render_html(run: Run, analysis: Analysis) -> str:
     """The whole interactive dashboard as one HTML string (gradscope.report.interactive)."""
     from gradscope.report.interactive import render_interactive
 
-    steps = run.table("steps", ["step"])
+    steps = run.table("steps", ["step", "recorded", "skipped", "step_time", "recorder_time"])
     gap = ""
     if analysis.gap:
         gap = f'<p class="gap">NO DATA: {esc(analysis.gap)}. Every verdict is "no data".</p>'

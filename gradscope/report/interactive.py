@@ -19,11 +19,12 @@ import pandas as pd
 from gradscope.analysis.engine import Analysis
 from gradscope.analysis.text import step_list
 from gradscope.analysis.types import Verdict
-from gradscope.report import charts, hparams, tables
+from gradscope.report import charts, hparams, tables, views
 from gradscope.report.html import esc, level_class, page, section
 from gradscope.store.reader import Run
 
 TRAINING = ("stability.loss", "stability.grad_norm")  # shown first, next to the learning rate
+LOG_BUTTON = '<button class="log" type="button">log</button>'
 DEFAULT_LAYERS = 6  # layers drawn before the reader picks others
 
 
@@ -39,7 +40,7 @@ def figure(chart: dict, index: int) -> str:
         if chart.get("verdict") in ("warn", "alert") else ""
     return (f'<figure class="chart" id="{esc(chart["id"])}" data-index="{index}">'
             f'<figcaption><span class="ct">{esc(chart["title"])}</span>{badge}'
-            f'<button class="log" type="button">log</button></figcaption>'
+            f'{LOG_BUTTON if chart["kind"] in ("line", "epoch") else ""}</figcaption>'
             f'<div class="plot"></div>{note}</figure>')
 
 
@@ -51,7 +52,9 @@ def chart_grid(items: list[tuple[dict, int]]) -> str:
 
 def payload(all_charts: list[dict], layer_names: list[str]) -> str:
     """The JSON block the page's script reads, safe inside <script>."""
-    steps = [x for c in all_charts for t in c["traces"] for x in (t["x"][:1] + t.get("x1", t["x"])[-1:])]
+    steps = [x for c in all_charts if c["kind"] in ("line", "heatmap")
+             for t in c["traces"] + ([c] if c["kind"] == "heatmap" else [])
+             for x in (t["x"][:1] + t.get("x1", t["x"])[-1:])]
     data = {"charts": all_charts, "layers": layer_names, "defaultLayers": layer_names[:DEFAULT_LAYERS],
             "steps": [min(steps), max(steps)] if steps else [0, 1]}
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
@@ -102,6 +105,7 @@ def family_block(
     return section(family, parts, verdict, wide=True, anchor=f"family-{family}")
 
 
+NOSCRIPT = '<noscript><p class="gap">The charts need JavaScript; the tables hold the numbers.</p></noscript>'
 TOOLBAR = """<nav class="toolbar"><label>steps <input id="gs-from" type="number" step="1"> to
 <input id="gs-to" type="number" step="1"></label><button id="gs-reset" type="button">full range</button>
 <label>smoothing <input id="gs-smooth" type="range" min="0" max="0.99" step="0.01" value="0">
@@ -120,42 +124,54 @@ def script_tags(data: str) -> str:
             f"<script>{get_plotlyjs()}</script><script>{code}</script>")
 
 
-def build_charts(run: Run, analysis: Analysis) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Every chart, in page order, and (family or "training"/"optimizer", chart id) for each."""
+def build_charts(run: Run, analysis: Analysis) -> list[dict]:
+    """Every chart in page order, each with its ``place``: "training" (loss, gradient norm,
+    hyperparameters) or the family whose section shows it."""
+    metrics = analysis.metrics
     steps = run.table("steps", ["step", "rank", "optimizer", "hparams"])
     numbers, _ = hparams.hparam_rows(steps)
+    order = layer_names_all(run)
     found: list[dict] = []
-    for family in charts.all_families(analysis.metrics):
-        found += charts.family_charts(analysis.metrics, family)
-    training = [c for name in TRAINING for c in found if c["metric"] == name]
-    rest = [c for c in found if c["metric"] not in TRAINING]
-    ordered = training + charts.hparam_charts(numbers, hparams.varying(numbers)) + rest
-    charts.mark_spikes(ordered, analysis.metrics)
+    for family in charts.all_families(metrics):
+        found += charts.family_charts(metrics, family)
+    for (family, name), title in views.HEATMAPS.items():
+        found.append(views.heatmap(metrics, family, name, title, order))
+    found += views.epoch_charts(metrics)
+    found += [views.conflict_matrix(metrics), views.gwa_violins(analysis.head_sample)]
+    found = [c for c in found if c is not None]
+    training = [c for name in TRAINING for c in found if c["metric"] == name and c["kind"] == "line"]
+    ordered = training + charts.hparam_charts(numbers, hparams.varying(numbers))
+    for chart in ordered:
+        chart["place"] = "training"
+    rest = [c for c in found if c not in training]
+    for chart in rest:
+        chart["place"] = chart["family"]
+    ordered += sorted(rest, key=lambda c: c["kind"] != "line")  # stable: lines first
+    charts.mark_spikes(ordered, metrics)
     for verdict in analysis.verdicts:
         charts.mark_evidence(ordered, verdict)
-    return ordered, [(c["family"] if c not in training else "training", c["id"]) for c in ordered]
+    return ordered
 
 
 def render_interactive(run: Run, analysis: Analysis, header: str) -> str:
     """The whole page: ``header`` (run information) then cards, toolbar and sections."""
-    all_charts, places = build_charts(run, analysis)
-    indexed = list(zip(all_charts, range(len(all_charts))))
+    all_charts = build_charts(run, analysis)
     by_place: dict[str, list[tuple[dict, int]]] = {}
-    for (place, _), item in zip(places, indexed):
-        by_place.setdefault("training" if place in ("training", "optimizer") else place, []).append(item)
+    for index, chart in enumerate(all_charts):
+        by_place.setdefault(chart["place"], []).append((chart, index))
     verdicts = {v.family: v for v in analysis.verdicts}
-    linked = {v.family: c["id"] for v in analysis.verdicts for c in all_charts if c["metric"] == v.metric}
+    linked = {v.family: c["id"] for v in analysis.verdicts for c in reversed(all_charts)
+              if c["metric"] == v.metric and c["kind"] in ("line", "epoch")}
     steps = run.table("steps", ["step", "rank", "optimizer", "hparams"])
     _, everything = hparams.hparam_rows(steps)
     body = [section("training: loss, gradient norm, learning rate and hyperparameters",
-                    [chart_grid(by_place.get("training", [])),
+                    [NOSCRIPT, chart_grid(by_place.get("training", [])),
                      tables.hparam_table(hparams.summary(everything))],
                     wide=True, anchor="training")]
     body += [family_block(f, analysis.metrics, by_place.get(f, []), verdicts.get(f))
              for f in charts.all_families(analysis.metrics)]
-    layers = run.table("layers")
-    body.append(section("per-layer norms", [tables.layer_norm_table(layers, layer_names_all(run))], wide=True,
-                        anchor="layers"))
+    norms = tables.layer_norm_table(run.table("layers"), layer_names_all(run))
+    body.append(section("per-layer norms", [norms], wide=True, anchor="layers"))
     body.append(section("coverage", [tables.coverage_table(run.meta)], wide=True, anchor="coverage"))
     body.append(warnings_block(run, analysis.gap))
     names = tag_layers(all_charts, layer_names_all(run))

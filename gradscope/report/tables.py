@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from gradscope.report.coverage import layer_coverage
+from gradscope.report.coverage import coverage_by_method, layer_coverage
 from gradscope.report.overview import layer_norms
 from gradscope.report.sections import HIDDEN, SCOPE_TABLES, fmt
 
@@ -131,4 +131,7 @@ def coverage_table(meta: dict) -> str:
             for c in layer_coverage(meta)]
     if not rows:
         return '<p class="empty">no layer table in meta.json</p>'
-    return table(["layer", "type", "params", "method", "per-sample rows"], rows, key="coverage")
+    shares = coverage_by_method(layer_coverage(meta))
+    line = ", ".join(f"{method} {share:.1%}" for method, share in shares.items())
+    summary = f'<p class="lede">per-sample coverage (share of parameters with recorded rows): {esc(line)}</p>'
+    return summary + table(["layer", "type", "params", "method", "per-sample rows"], rows, key="coverage")

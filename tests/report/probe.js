@@ -14,7 +14,11 @@
     Plotly.relayout(plots()[0], {"xaxis.range[0]": 1.2, "xaxis.range[1]": 3.7}).then(function () { later(zoomed); });
   }
   function zoomed() {
-    out.ranges = plots().map(function (p) { return p._fullLayout.xaxis.range; });
+    var kinds = JSON.parse(document.getElementById("gs-data").textContent).charts.map(function (c) { return c.kind; });
+    function kindOf(p) { return kinds[Number(p.closest("figure").dataset.index)]; }
+    out.ranges = plots().filter(function (p) { return kindOf(p) === "line" || kindOf(p) === "heatmap"; })
+      .map(function (p) { return p._fullLayout.xaxis.range; });
+    out.kinds = kinds;
     out.from = document.getElementById("gs-from").value; out.to = document.getElementById("gs-to").value;
     var el = plots()[0];
     Plotly.Fx.hover(el, {xval: 2});

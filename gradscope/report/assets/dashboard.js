@@ -80,7 +80,7 @@
 
   /* The y range of what is visible in the step range (Plotly's autorange spans all steps). */
   function yRange(c, log) {
-    var r = state.range || data.steps, lo = Infinity, hi = -Infinity;
+    var r = kind(c) === "line" ? state.range || data.steps : [-Infinity, Infinity], lo = Infinity, hi = -Infinity;
     c.traces.forEach(function (t) {
       if (!shown(t)) return;
       t.x.forEach(function (x, j) {
@@ -125,13 +125,58 @@
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", uirevision: c.id };
   }
 
+  function kind(c) { return c.kind || "line"; }
+  function stepped(c) { return kind(c) === "line" || kind(c) === "heatmap"; }
+
+  /* Layers x steps, colour on log10 (Python sent z = log10 value, raw = the value). */
+  function heatmapFigure(c) {
+    var r = state.range || data.steps;
+    var custom = c.raw.map(function (row) { return row.map(function (v, j) { return [v, c.x1[j]]; }); });
+    var trace = { type: "heatmap", x: c.x, y: c.y.map(function (n) { return esc(n || "(root)"); }), z: c.z,
+      customdata: custom, colorscale: "Viridis", colorbar: { title: { text: "log10" }, thickness: 12 },
+      hovertemplate: "%{y}<br>steps %{x}-%{customdata[1]}: %{customdata[0]:.4g}<extra></extra>", xgap: 0 };
+    var x = Object.assign({ title: { text: "step", standoff: 4 }, range: [r[0] - 0.5, r[1] + 0.5] },
+      stepTicks(r[0], r[1]));
+    return { data: [trace], layout: { height: Math.max(270, 80 + 18 * c.y.length), margin: { l: 120, r: 12, t: 8, b: 40 },
+      xaxis: x, yaxis: { autorange: "reversed", automargin: true }, font: { size: 11 },
+      paper_bgcolor: "rgba(0,0,0,0)" } };
+  }
+  function matrixFigure(c) {
+    var names = c.y.map(function (n) { return esc(n); });
+    return { data: [{ type: "heatmap", x: names, y: names, z: c.z, zmin: -1, zmax: 1, zmid: 0, colorscale: "RdBu",
+      texttemplate: "%{z:.2f}", hovertemplate: "%{y} / %{x}: %{z:.3f}<extra></extra>" }],
+      layout: { height: 300, margin: { l: 90, r: 12, t: 8, b: 70 }, font: { size: 11 },
+        yaxis: { autorange: "reversed" }, paper_bgcolor: "rgba(0,0,0,0)" } };
+  }
+  function violinFigure(c) {
+    var traces = c.groups.map(function (g) {
+      return { type: "violin", y: g.y, name: "epoch " + g.epoch, box: { visible: true }, meanline: { visible: true },
+        points: false, line: { color: "#2563eb" }, showlegend: false, hoveron: "violins" };
+    });
+    return { data: traces, layout: { height: 270, margin: { l: 58, r: 12, t: 8, b: 40 }, font: { size: 11 },
+      yaxis: { title: { text: "cos(-g_i, W)" }, zeroline: true }, paper_bgcolor: "rgba(0,0,0,0)" } };
+  }
+  function figureOf(c) {
+    if (kind(c) === "heatmap") return heatmapFigure(c);
+    if (kind(c) === "matrix") return matrixFigure(c);
+    if (kind(c) === "violin") return violinFigure(c);
+    var l = layout(c);
+    if (kind(c) === "epoch") {
+      var e = c.traces[0].x;
+      l.xaxis = Object.assign({ title: { text: "epoch", standoff: 4 }, zeroline: false,
+        range: [e[0] - 0.3, e[e.length - 1] + 0.3] }, stepTicks(e[0], e[e.length - 1]));
+    }
+    return { data: plotTraces(c), layout: l };
+  }
+
   var CONFIG = { displaylogo: false, responsive: true, displayModeBar: "hover", modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 
   function draw(c) {
     var el = document.querySelector("#" + c.id + " .plot");
     if (!el) return Promise.resolve();
-    return Plotly.react(el, plotTraces(c), layout(c), CONFIG).then(function () {
-      if (!el.dataset.wired) { el.dataset.wired = "1"; el.on("plotly_relayout", onZoom); }
+    var fig = figureOf(c);
+    return Plotly.react(el, fig.data, fig.layout, CONFIG).then(function () {
+      if (!el.dataset.wired && stepped(c)) { el.dataset.wired = "1"; el.on("plotly_relayout", onZoom); }
       el.dataset.drawn = "1";
     });
   }
