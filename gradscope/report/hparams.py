@@ -81,11 +81,11 @@ def summary(everything: pd.DataFrame) -> list[tuple[str, str, str, str, int]]:
     return rows  # type: ignore[return-value]
 
 
-def varying(numbers: pd.DataFrame) -> list[str]:
-    """The names (``lr``, ``momentum``...) of numeric hyperparameters that change during
-    the run, ``lr`` first: the ones worth a chart."""
+def charted(numbers: pd.DataFrame) -> list[str]:
+    """The numeric hyperparameters worth a chart: ``lr`` always (a flat line says the rate
+    was constant), then those that change during the run (``momentum``, ``betas[1]``...)."""
     moving = numbers.groupby("series")["value"].nunique()
-    names = sorted({n for s, n in zip(numbers["series"], numbers["name"]) if moving.get(s, 0) > 1})
+    names = {n for s, n in zip(numbers["series"], numbers["name"]) if moving.get(s, 0) > 1 or n == "lr"}
     return sorted(names, key=lambda n: (n != "lr", n))
 
 

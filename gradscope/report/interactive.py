@@ -140,7 +140,7 @@ def build_charts(run: Run, analysis: Analysis) -> list[dict]:
     found += [views.conflict_matrix(metrics), views.gwa_violins(analysis.head_sample)]
     found = [c for c in found if c is not None]
     training = [c for name in TRAINING for c in found if c["metric"] == name and c["kind"] == "line"]
-    ordered = training + charts.hparam_charts(numbers, hparams.varying(numbers))
+    ordered = training + charts.hparam_charts(numbers, hparams.charted(numbers))
     for chart in ordered:
         chart["place"] = "training"
     rest = [c for c in found if c not in training]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from gradscope.analysis.run import analyze_run
 from gradscope.analysis.types import FAMILIES
 from gradscope.report.html import write_html
 from gradscope.store.reader import open_run
-from tests.report.conftest import HOSTILE_LAYER, HOSTILE_TASK, make_run
+from tests.report.conftest import GRADSCOPE, HOSTILE_LAYER, HOSTILE_TASK, REPO, make_run
 
 
 class Page(HTMLParser):
@@ -190,3 +191,24 @@ def test_nonfinite_values_are_gaps_and_said(tmp_path: Path) -> None:
     values = [v for c in payload["charts"] for t in c["traces"] for v in t["y"] if v is not None]
     assert np.isfinite(values).all()
     assert "no value (nan) at" in source  # z-scores before enough history
+
+
+@pytest.mark.slow
+def test_cli_report_html_and_figures_on_a_recorded_run(recorded_run: Path, tmp_path: Path) -> None:
+    """`gradscope report RUN --html --figures` as a user runs it, on a run `gradscope record` wrote."""
+    page, figs = tmp_path / "report.html", tmp_path / "figs"
+    command = [str(GRADSCOPE), "report", str(recorded_run), "--quiet", "--html", str(page),
+               "--figures", str(figs)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    parsed = Page()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    payload = json.loads(parsed.scripts[0])
+    lr = next(c for c in payload["charts"] if c["metric"] == "optimizer.lr")
+    assert lr["traces"][0]["y"] == [0.1] * 20 and lr["traces"][0]["x"] == list(range(20))  # SGD(lr=0.1)
+    assert payload["layers"] == ["0", "2"] and payload["steps"] == [0, 19]
+    metrics = analyze_run(open_run(recorded_run)).metrics
+    norm = metrics[(metrics["name"] == "grad_norm") & (metrics["scope"] == "model")].sort_values("step")
+    chart = next(c for c in payload["charts"] if c["metric"] == "stability.grad_norm")
+    assert chart["traces"][0]["y"] == pytest.approx(norm["value"].tolist(), rel=1e-6)
+    assert (figs / "loss-grad-norm.png").stat().st_size > 1000 and (figs / "learning-rate.pdf").exists()
