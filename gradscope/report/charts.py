@@ -35,6 +35,8 @@ from gradscope.report.sections import ordered
 
 WARN, ALERT, MUTE = "#d97706", "#dc2626", "#64748b"
 MAX_MARKS = 60
+LAYER_BUDGET = 1_500_000  # numbers in all per-layer curves of a page (~12 MB of JSON at most)
+MIN_LAYER_POINTS = 100
 ONE_VALUE_SCOPES = {"sample", "epoch"}  # keyed by something other than a step: tables, not charts
 GUIDES: dict[str, list[tuple[float, str, str]]] = {
     "coherence.m_coherence": [(M_COHERENCE_MIN, WARN, f"verdict warns below {M_COHERENCE_MIN:g}"),
@@ -61,17 +63,18 @@ def number(value: float) -> float | None:
     return float(f"{value:.7g}") if math.isfinite(value) else None
 
 
-def trace(name: str, scope: str, key: str, steps: np.ndarray, values: np.ndarray) -> dict:
-    """One curve, bucketed past downsample.LIMIT points."""
+def trace(name: str, scope: str, key: str, steps: np.ndarray, values: np.ndarray,
+          limit: int = downsample.LIMIT) -> dict:
+    """One curve, bucketed past ``limit`` points."""
     order = np.argsort(steps, kind="stable")
     steps, values = np.asarray(steps, float)[order], np.asarray(values, float)[order]
     out: dict = {"name": name, "scope": scope, "key": key,
                  "nan": [int(s) for s in steps[np.isnan(values)]],
                  "inf": [int(s) for s in steps[np.isinf(values)]]}
-    if not downsample.needs_bucketing(len(steps)):
+    if not downsample.needs_bucketing(len(steps), limit):
         out.update(x=[int(s) for s in steps], y=[number(v) for v in values])
         return out
-    env = downsample.envelope(steps, values, downsample.LIMIT)
+    env = downsample.envelope(steps, values, limit)
     out.update(x=[int(s) for s in env.start], x1=[int(s) for s in env.stop],
                y=[number(v) for v in env.mean], lo=[number(v) for v in env.low],
                hi=[number(v) for v in env.high])
@@ -91,7 +94,20 @@ def log_scale(values: Iterable[np.ndarray]) -> tuple[bool, bool]:
     return True, bool(clean and positive.max() > 100 * positive.min())
 
 
-def metric_chart(family: str, name: str, rows: pd.DataFrame, title: str = "") -> dict | None:
+def layer_limit(metrics: pd.DataFrame) -> int:
+    """Points per layer curve: downsample.LIMIT until the page's layer curves together
+    would pass LAYER_BUDGET numbers (a bucket is 5), then fewer, never under MIN_LAYER_POINTS.
+    A 75-layer transformer with ~19 per-layer metrics gets ~200 buckets per layer curve;
+    the model curves keep the full LIMIT."""
+    layers = metrics[(metrics["scope"] == "layer") & (metrics["step"] >= 0)]
+    curves = len(layers.groupby(["family", "name", "key"]).size()) if len(layers) else 0
+    if curves == 0:
+        return downsample.LIMIT
+    return int(min(downsample.LIMIT, max(MIN_LAYER_POINTS, LAYER_BUDGET // (5 * curves))))
+
+
+def metric_chart(family: str, name: str, rows: pd.DataFrame, title: str = "",
+                 layer_points: int = downsample.LIMIT) -> dict | None:
     """A chart of one metric: the model trace first, then every key of the other scopes."""
     rows = rows[(rows["step"] >= 0) & ~rows["scope"].isin(ONE_VALUE_SCOPES)]
     if not np.isfinite(rows["value"].to_numpy(float)).any():
@@ -100,7 +116,8 @@ def metric_chart(family: str, name: str, rows: pd.DataFrame, title: str = "") ->
     for (scope, key), frame in rows.groupby(["scope", "key"], sort=False):
         values = frame["value"].to_numpy(float)
         label = "model" if scope == "model" else f"{key or '(root)'}"
-        traces.append(trace(label, str(scope), str(key), frame["step"].to_numpy(), values))
+        limit = layer_points if scope == "layer" else downsample.LIMIT
+        traces.append(trace(label, str(scope), str(key), frame["step"].to_numpy(), values, limit))
         arrays.append(values)
     traces.sort(key=lambda t: t["scope"] != "model")
     metric = f"{family}.{name}"
@@ -120,8 +137,9 @@ def family_charts(metrics: pd.DataFrame, family: str) -> list[dict]:
     rows = metrics[(metrics["family"] == family) & (metrics["step"] >= 0)]
     rows = rows[~rows["scope"].isin(ONE_VALUE_SCOPES)]
     charts = []
+    points = layer_limit(metrics)
     for name in ordered(family, rows["name"].unique()):
-        chart = metric_chart(family, name, rows[rows["name"] == name])
+        chart = metric_chart(family, name, rows[rows["name"] == name], layer_points=points)
         if chart is not None:
             charts.append(chart)
     return charts

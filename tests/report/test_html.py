@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 from gradscope.analysis.run import analyze_run
@@ -212,3 +213,19 @@ def test_cli_report_html_and_figures_on_a_recorded_run(recorded_run: Path, tmp_p
     chart = next(c for c in payload["charts"] if c["metric"] == "stability.grad_norm")
     assert chart["traces"][0]["y"] == pytest.approx(norm["value"].tolist(), rel=1e-6)
     assert (figs / "loss-grad-norm.png").stat().st_size > 1000 and (figs / "learning-rate.pdf").exists()
+
+
+def test_many_layers_share_a_size_budget() -> None:
+    """75 layers x 19 per-layer metrics (a small transformer): ~200 buckets per layer curve,
+    the model curve keeps 1000, so a long run's page stays around 12 MB of data at most."""
+    from gradscope.report import charts
+
+    rows = [("stability", f"m{i}", "layer", f"blocks.{j}", s, 1.0) for i in range(19) for j in range(75)
+            for s in (0, 1)]
+    metrics = pd.DataFrame(rows, columns=["family", "name", "scope", "key", "step", "value"])
+    assert charts.layer_limit(metrics) == 1_500_000 // (5 * 75 * 19)
+    steps = np.arange(5000)
+    values = np.random.default_rng(0).random(5000)
+    values[4321] = 9.0
+    curve = charts.trace("blocks.0", "layer", "blocks.0", steps, values, limit=210)
+    assert len(curve["x"]) == 210 and max(curve["hi"]) == 9.0
