@@ -151,11 +151,15 @@ def all_families(metrics: pd.DataFrame) -> list[str]:
     return list(FAMILIES) + sorted(set(present) - set(FAMILIES))
 
 
+def evidence_chart(charts: list[dict], metric: str) -> dict | None:
+    """The first line (or per-epoch) chart of ``metric``: where a verdict on it links."""
+    return next((c for c in charts if c["metric"] == metric and c["kind"] in ("line", "epoch")), None)
+
+
 def mark_evidence(charts: list[dict], verdict: Verdict) -> bool:
     """Put a verdict's evidence on its metric's chart: its steps as marks on the first
     trace, its threshold as a guide. False when no chart shows that metric."""
-    shown = [c for c in charts if c["metric"] == verdict.metric and c["kind"] in ("line", "epoch")]
-    chart = shown[0] if shown else None
+    chart = evidence_chart(charts, verdict.metric)
     if chart is None or not chart["traces"]:
         return False
     if math.isfinite(verdict.threshold):

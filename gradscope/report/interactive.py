@@ -124,12 +124,10 @@ def script_tags(data: str) -> str:
             f"<script>{get_plotlyjs()}</script><script>{code}</script>")
 
 
-def build_charts(run: Run, analysis: Analysis) -> list[dict]:
+def build_charts(run: Run, analysis: Analysis, numbers: pd.DataFrame) -> list[dict]:
     """Every chart in page order, each with its ``place``: "training" (loss, gradient norm,
-    hyperparameters) or the family whose section shows it."""
+    hyperparameters: ``numbers`` from hparams.hparam_rows) or the family whose section shows it."""
     metrics = analysis.metrics
-    steps = run.table("steps", ["step", "rank", "optimizer", "hparams"])
-    numbers, _ = hparams.hparam_rows(steps)
     order = layer_names_all(run)
     found: list[dict] = []
     for family in charts.all_families(metrics):
@@ -143,7 +141,7 @@ def build_charts(run: Run, analysis: Analysis) -> list[dict]:
     ordered = training + charts.hparam_charts(numbers, hparams.charted(numbers))
     for chart in ordered:
         chart["place"] = "training"
-    rest = [c for c in found if c not in training]
+    rest = [c for c in found if all(c is not t for t in training)]
     for chart in rest:
         chart["place"] = chart["family"]
     ordered += sorted(rest, key=lambda c: c["kind"] != "line")  # stable: lines first
@@ -155,15 +153,14 @@ def build_charts(run: Run, analysis: Analysis) -> list[dict]:
 
 def render_interactive(run: Run, analysis: Analysis, header: str) -> str:
     """The whole page: ``header`` (run information) then cards, toolbar and sections."""
-    all_charts = build_charts(run, analysis)
+    numbers, everything = hparams.hparam_rows(run.table("steps", ["step", "rank", "optimizer", "hparams"]))
+    all_charts = build_charts(run, analysis, numbers)
     by_place: dict[str, list[tuple[dict, int]]] = {}
     for index, chart in enumerate(all_charts):
         by_place.setdefault(chart["place"], []).append((chart, index))
     verdicts = {v.family: v for v in analysis.verdicts}
-    linked = {v.family: c["id"] for v in analysis.verdicts for c in reversed(all_charts)
-              if c["metric"] == v.metric and c["kind"] in ("line", "epoch")}
-    steps = run.table("steps", ["step", "rank", "optimizer", "hparams"])
-    _, everything = hparams.hparam_rows(steps)
+    evidence = {v.family: charts.evidence_chart(all_charts, v.metric) for v in analysis.verdicts}
+    linked = {family: chart["id"] for family, chart in evidence.items() if chart is not None}
     body = [section("training: loss, gradient norm, learning rate and hyperparameters",
                     [NOSCRIPT, chart_grid(by_place.get("training", [])),
                      tables.hparam_table(hparams.summary(everything))],

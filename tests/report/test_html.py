@@ -19,7 +19,7 @@ from gradscope.analysis.run import analyze_run
 from gradscope.analysis.types import FAMILIES
 from gradscope.report.html import write_html
 from gradscope.store.reader import open_run
-from tests.report.conftest import GRADSCOPE, HOSTILE_LAYER, HOSTILE_TASK, REPO, make_run
+from tests.report.conftest import GRADSCOPE, HOSTILE_LAYER, HOSTILE_TASK, REPO, make_empty_run, make_run
 
 
 class Page(HTMLParser):
@@ -229,3 +229,10 @@ def test_many_layers_share_a_size_budget() -> None:
     values[4321] = 9.0
     curve = charts.trace("blocks.0", "layer", "blocks.0", steps, values, limit=210)
     assert len(curve["x"]) == 210 and max(curve["hi"]) == 9.0
+
+
+def test_run_without_steps_says_no_data(tmp_path: Path) -> None:
+    run = make_empty_run(tmp_path / "empty", status="crashed", exit_code=1)
+    source, parsed, payload = render(run, tmp_path / "r.html")
+    assert "NO DATA" in source and payload["charts"] == []
+    assert "yet the run has no data" in " ".join(parsed.text)
