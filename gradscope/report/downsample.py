@@ -15,6 +15,7 @@ say where they were instead of dropping them silently.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,3 +66,21 @@ def envelope(steps: np.ndarray, values: np.ndarray, buckets: int) -> Envelope:
 
 def needs_bucketing(count: int, limit: int = LIMIT) -> bool:
     return count > limit
+
+
+def column_max(
+    steps: np.ndarray, grid: np.ndarray, buckets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A rows x steps grid (heatmaps) cut into ``buckets`` equal step ranges, keeping per row
+    the max of each bucket's finite values (nan where none): (first step, last step, grid)."""
+    steps = np.asarray(steps, dtype=float)
+    grid = np.where(np.isfinite(grid), grid, np.nan)
+    width = max((steps[-1] - steps[0]) / buckets, 1e-12)
+    index = np.minimum(((steps - steps[0]) / width).astype(np.int64), buckets - 1)
+    used = np.unique(index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan bucket is nan, as wanted
+        maxed = np.stack([np.nanmax(grid[:, index == b], axis=1) for b in used], axis=1)
+    starts = np.array([steps[index == b][0] for b in used])
+    stops = np.array([steps[index == b][-1] for b in used])
+    return starts, stops, maxed

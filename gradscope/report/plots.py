@@ -138,6 +138,11 @@ def heatmap(frame: pd.DataFrame, title: str, order: Sequence[str], *, log: bool 
     rows = [k for k in order if k in grid.index] + sorted(set(grid.index) - set(order))
     grid = grid.loc[rows]
     values = grid.to_numpy(float)
+    steps = grid.columns.to_numpy(float)
+    if downsample.needs_bucketing(len(steps)):
+        starts, stops, values = downsample.column_max(steps, values, downsample.LIMIT)
+        steps = np.concatenate([starts[:1], stops[-1:]])
+        title += " (max per step bucket)"
     positive = values[np.isfinite(values) & (values > 0)]
     norm = None
     if log and positive.size and positive.min() < positive.max():
@@ -146,7 +151,6 @@ def heatmap(frame: pd.DataFrame, title: str, order: Sequence[str], *, log: bool 
     with figure(6.4, max(2.2, 0.9 + 0.18 * min(len(rows), 60))) as fig:
         ax = fig.add_subplot()
         ax.grid(False)
-        steps = grid.columns.to_numpy()
         image = ax.imshow(np.ma.masked_invalid(values),
                           aspect="auto", interpolation="nearest", cmap="viridis", norm=norm,
                           extent=(steps.min() - 0.5, steps.max() + 0.5, len(rows) - 0.5, -0.5))

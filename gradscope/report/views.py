@@ -7,7 +7,6 @@ GWA distribution per epoch. Same dict shape, with a ``kind`` the page's script d
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -43,15 +42,7 @@ def heatmap(metrics: pd.DataFrame, family: str, name: str, title: str, order: li
     values = grid.to_numpy(float)
     starts, stops = steps, steps
     if downsample.needs_bucketing(len(steps)):
-        bucket = np.minimum(((steps - steps[0]) / ((steps[-1] - steps[0]) / downsample.LIMIT)).astype(int),
-                            downsample.LIMIT - 1)
-        used = np.unique(bucket)
-        finite = np.where(np.isfinite(values), values, np.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan buckets: nan, as wanted
-            values = np.stack([np.nanmax(finite[:, bucket == b], axis=1) for b in used], axis=1)
-        starts = np.array([steps[bucket == b][0] for b in used])
-        stops = np.array([steps[bucket == b][-1] for b in used])
+        starts, stops, values = downsample.column_max(steps, values, downsample.LIMIT)
         title += " (max per step bucket)"
     with np.errstate(divide="ignore", invalid="ignore"):
         logged = np.where(values > 0, np.log10(values), np.nan)

@@ -76,3 +76,17 @@ def test_cli_figures_refuses_a_file_and_the_run_tables(synthetic_run: Path, tmp_
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (synthetic_run / "steps" / "figs").exists()
+
+
+def test_heatmap_buckets_keep_a_one_layer_spike() -> None:
+    grid = np.ones((3, 5000))
+    grid[1, 2345] = 1e4
+    grid[2, :] = np.nan
+    starts, stops, maxed = downsample.column_max(np.arange(5000), grid, 1000)
+    assert maxed.shape == (3, 1000) and np.nanmax(maxed[1]) == 1e4 and np.isnan(maxed[2]).all()
+    assert starts[0] == 0 and stops[-1] == 4999
+    metrics = pd.DataFrame({"step": np.tile(np.arange(5000), 2), "key": ["a"] * 5000 + ["b"] * 5000,
+                            "value": np.concatenate([grid[0], grid[1]])})
+    fig = plots.heatmap(metrics, "grad norm", ["a", "b"])
+    assert fig.axes[0].images[0].get_array().shape == (2, 1000)
+    assert "max per step bucket" in fig.axes[0].get_title(loc="left")
