@@ -236,3 +236,21 @@ def test_run_without_steps_says_no_data(tmp_path: Path) -> None:
     source, parsed, payload = render(run, tmp_path / "r.html")
     assert "NO DATA" in source and payload["charts"] == []
     assert "yet the run has no data" in " ".join(parsed.text)
+
+
+def test_a_learning_rate_burst_is_charted_and_tabled() -> None:
+    """The demo's planted burst (3e-3, then 0.2 at steps 160-161), as steps.hparams holds it."""
+    from gradscope.report import charts, hparams
+
+    lrs = [0.2 if s in (160, 161) else 3e-3 for s in range(240)]
+    steps = pd.DataFrame({"step": range(240), "rank": 0, "optimizer": 0,
+                          "hparams": [json.dumps([{"lr": lr, "betas": [0.9, 0.999], "foreach": None}])
+                                      for lr in lrs]})
+    numbers, everything = hparams.hparam_rows(steps)
+    assert hparams.charted(numbers) == ["lr"]  # betas never change: table only
+    (chart,) = charts.hparam_charts(numbers, ["lr"])
+    trace = chart["traces"][0]
+    assert [s for s, v in zip(trace["x"], trace["y"]) if v == 0.2] == [160, 161]
+    rows = {(g, n): rest for g, n, *rest in hparams.summary(everything)}
+    assert rows[("group 0", "lr")] == ["0.003", "0.003", "steps 160, 162", 2]
+    assert rows[("group 0", "foreach")][:2] == ["null", "null"]
