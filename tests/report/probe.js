@@ -32,7 +32,15 @@
       out.traces = [layered.data.length];
       var box = document.querySelector("#gs-layers input[value=fc2]");
       box.checked = false; box.dispatchEvent(new Event("change"));
-      later(function () { out.traces.push(layered.data.length); done(); });
+      later(function () {
+        out.traces.push(layered.data.length);
+        out.pwned = Boolean(window.__pwned) || document.querySelectorAll("img").length > 0;
+        out.layerLabels = Array.prototype.map.call(document.querySelectorAll("#gs-layers label"),
+          function (l) { return l.textContent; });
+        out.legend = Array.prototype.map.call(document.querySelectorAll(".legendtext"),
+          function (t) { return t.textContent; });
+        done();
+      });
     });
   }
   window.addEventListener("load", ready);

@@ -23,6 +23,7 @@ from gradscope.store.reader import open_run
 from tests.report.conftest import make_run
 
 NAMES = ("chromium", "chromium-browser", "google-chrome")
+HOSTILE = "<img src=x onerror=window.__pwned=1>"
 BROWSER = next((shutil.which(n) for n in NAMES if shutil.which(n)), None)
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")]
 
@@ -43,7 +44,7 @@ def probe(page: Path, tmp_path: Path) -> dict:
 
 
 def test_charts_draw_and_respond(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "short", steps=6, tasks=(), layers=("fc1", "fc2"), spike_at=None)
+    run = make_run(tmp_path / "short", steps=6, tasks=(), layers=("fc1", "fc2", HOSTILE), spike_at=None)
     page = tmp_path / "report.html"
     opened = open_run(run)
     write_html(opened, analyze_run(opened), page)
@@ -58,3 +59,5 @@ def test_charts_draw_and_respond(tmp_path: Path) -> None:
     assert "model" in seen["hover"] and re.search(r"\d", seen["hover"])
     assert seen["scale"][0] != seen["scale"][1]
     assert seen["traces"][1] < seen["traces"][0]  # fc2 unticked: its curve is gone
+    assert seen["pwned"] is False  # a layer named like markup is shown, never run
+    assert HOSTILE in seen["layerLabels"] and HOSTILE in seen["legend"]
