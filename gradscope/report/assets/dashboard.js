@@ -175,16 +175,40 @@
     var el = document.querySelector("#" + c.id + " .plot");
     if (!el) return Promise.resolve();
     var fig = figureOf(c);
+    syncing = true;  /* a redraw is not the reader zooming */
     return Plotly.react(el, fig.data, fig.layout, CONFIG).then(function () {
-      if (!el.dataset.wired && stepped(c)) { el.dataset.wired = "1"; el.on("plotly_relayout", onZoom); }
-      el.dataset.drawn = "1";
-    });
-  }
-  function drawAll() {
-    syncing = true;
-    return Promise.all(charts.map(draw)).then(function () {
       syncing = false;
-      document.body.dataset.charts = String(document.querySelectorAll(".plot .main-svg").length);
+      if (!el.dataset.wired && stepped(c)) { el.dataset.wired = "1"; el.on("plotly_relayout", onZoom); }
+    }, function () { syncing = false; });
+  }
+  /* How far a chart is from the window: the visible ones are drawn first. */
+  function distance(c) {
+    var el = document.getElementById(c.id);
+    if (!el) return Infinity;
+    var r = el.getBoundingClientRect();
+    return r.bottom < 0 ? -r.bottom : Math.max(0, r.top - window.innerHeight);
+  }
+  /* Every chart, one at a time, letting the browser paint in between (the first charts show
+     at once on a big page); a newer pass (another zoom) stops an older one. When a pass is
+     complete, body[data-charts] holds the number of drawn charts and data-passes counts. */
+  var generation = 0, channel = new MessageChannel(), queue = [];
+  channel.port1.onmessage = function () { var f = queue.shift(); if (f) f(); };
+  /* The next task, unthrottled (a timer is clamped and slowed where the page is not in front). */
+  function soon(f) { queue.push(f); channel.port2.postMessage(0); }
+  function drawAll() {
+    var mine = ++generation;
+    var order = charts.slice().sort(function (a, b) { return distance(a) - distance(b); });
+    return new Promise(function (resolve) {
+      function next(i) {
+        if (mine !== generation) return resolve();
+        if (i >= order.length) {
+          document.body.dataset.charts = String(document.querySelectorAll(".plot .main-svg").length);
+          document.body.dataset.passes = String(Number(document.body.dataset.passes || 0) + 1);
+          return resolve();
+        }
+        draw(order[i]).then(function () { soon(function () { next(i + 1); }); });
+      }
+      next(0);
     });
   }
 
