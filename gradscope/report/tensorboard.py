@@ -89,7 +89,8 @@ def _clocks(run: Run) -> dict[int, float]:
     steps = run.table("steps", ["step", "rank", "wall_time"])
     steps = steps[steps["rank"] == steps["rank"].min()] if len(steps) else steps
     start = _start_time(run.meta)
-    return {int(s): start + (w if math.isfinite(w) else 0.0) for s, w in zip(steps["step"], steps["wall_time"])}
+    return {int(step): start + (wall if math.isfinite(wall) else 0.0)
+            for step, wall in zip(steps["step"], steps["wall_time"])}
 
 
 def _scalar_points(metrics: pd.DataFrame) -> Iterator[tuple[str, int, float]]:

@@ -13,6 +13,7 @@ import pytest
 from gradscope.analysis import analyze
 from gradscope.analysis.schedule import learning_rates, schedule_metrics
 from gradscope.errors import GradscopeError
+from gradscope.report.tensorboard import scalar_tag
 from gradscope.store.reader import open_run
 from tests.e2e.harness import gradscope
 
@@ -59,7 +60,7 @@ def test_scalars_read_back_equal_the_metrics_table(exported) -> None:
     tags = events.Tags()["scalars"]
     assert sum(len(events.Scalars(t)) for t in tags) == len(curves)
     for row in curves.sample(n=min(60, len(curves)), random_state=0).itertuples():
-        tag = f"{row.family}/{row.name}" if row.scope == "model" else f"{row.family}/{row.name}/{row.scope}/{row.key}"
+        tag = scalar_tag(row.family, row.name, row.scope, row.key)
         steps, values = _scalars(events, tag)
         assert values[steps.index(row.step)] == pytest.approx(row.value, rel=1e-6, abs=1e-30), tag
 
@@ -87,7 +88,8 @@ def test_per_sample_histograms(exported) -> None:
     events = _accumulator(logdir)
     samples = open_run(run).table("samples")
     norms = np.sqrt(samples.groupby(["step", "micro", "sample"])["norm2"].sum())
-    for tag, factor in (("per_sample/contribution_norm", 1.0), ("per_sample/grad_norm", 8.0)):  # mean loss: f = B
+    # a mean loss over 8 samples: g_i = 8 c_i
+    for tag, factor in (("per_sample/contribution_norm", 1.0), ("per_sample/grad_norm", 8.0)):
         histograms = events.Histograms(tag)
         assert [h.step for h in histograms] == list(range(6))
         for event in histograms:
@@ -140,7 +142,8 @@ def test_learning_rates_per_group_and_optimizer() -> None:
     })
     rates = learning_rates(steps)
     assert rates.to_dict("list") == {"step": [0, 0, 1], "key": ["0.0", "0.1", "1.0"], "lr": [0.1, 0.2, 1e-3]}
-    single = learning_rates(steps[steps["optimizer"] == 0].assign(hparams=['[{"lr": true}, {"lr": 2}]', "[]"]))
+    one_optimizer = steps[steps["optimizer"] == 0].assign(hparams=['[{"lr": true}, {"lr": 2}]', "[]"])
+    single = learning_rates(one_optimizer)
     assert single.to_dict("list") == {"step": [0], "key": ["1"], "lr": [2.0]}  # a bool is no learning rate
 
 
@@ -150,5 +153,6 @@ def test_layer_norms_combine_parameters() -> None:
         "weight_norm": [3.0, 4.0, 1.0], "update_norm": [0.3, 0.4, np.nan],
     })
     rows = schedule_metrics(None, layers).set_index(["name", "key"])["value"]
-    assert rows[("weight_norm", "fc")] == pytest.approx(5.0) and rows[("update_norm", "fc")] == pytest.approx(0.5)
+    assert rows[("weight_norm", "fc")] == pytest.approx(5.0)
+    assert rows[("update_norm", "fc")] == pytest.approx(0.5)
     assert ("update_norm", "head") not in rows.index  # not measured: no row, never 0
