@@ -54,7 +54,8 @@ class GradscopeCallback(_transformers.TrainerCallback):
         if self._session.active:
             return
         run_dir = self._session.run_dir or Path(args.output_dir) / "gradscope"
-        optimizers = [] if optimizer is None else [getattr(optimizer, "optimizer", optimizer)]  # accelerate's wrapper
+        # the torch optimizer inside accelerate's AcceleratedOptimizer: the one whose step hooks fire
+        optimizers = [] if optimizer is None else [getattr(optimizer, "optimizer", optimizer)]
         facts = {
             "name": "transformers",
             "version": getattr(_transformers, "__version__", ""),

@@ -59,7 +59,8 @@ def test_steps_and_losses_equal_the_trainers_logs(transformers, tmp_path) -> Non
     lr = metrics[metrics["name"] == "lr"]
     assert set(lr["key"]) == {"0", "1"}  # the Trainer's AdamW: weights with decay, then without
     for _, group in lr.groupby("key"):
-        np.testing.assert_allclose(group.sort_values("step")["value"], [entry["learning_rate"] for entry in logs])
+        expected = [entry["learning_rate"] for entry in logs]
+        np.testing.assert_allclose(group.sort_values("step")["value"], expected)
 
 
 @pytest.mark.slow
@@ -81,8 +82,10 @@ def test_callback_and_gradscope_record_give_the_same_tables(transformers, tmp_pa
 
 
 def test_missing_transformers_is_one_line() -> None:
-    code = ("import sys\nsys.modules['transformers'] = None\n"
-            "try:\n    import gradscope.integrations.transformers\nexcept ImportError as err:\n    print(err)\n")
+    code = ("import sys\n"
+            "sys.modules['transformers'] = None\n"
+            "try:\n    import gradscope.integrations.transformers\n"
+            "except ImportError as err:\n    print(err)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == ("gradscope's Hugging Face callback needs the transformers package: "
                           "pip install 'gradscope[transformers]'\n")
