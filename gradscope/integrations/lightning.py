@@ -11,7 +11,7 @@ are unscaled by the GradScaler's scale; under bf16 autocast nothing is scaled. L
 named from the LightningModule (``net.0`` for ``self.net = nn.Sequential(...)``).
 
 The recorder starts at ``on_fit_start`` (after ``configure_optimizers``) and stops at
-``on_fit_end`` (status finished) or ``on_exception`` (crashed). Importing this module
+``on_fit_end`` (status finished) or ``on_exception`` (crashed; interrupted on Ctrl-C). Importing this module
 imports Lightning (``lightning``, else ``pytorch_lightning``); gradscope itself never does.
 """
 
@@ -68,4 +68,5 @@ class GradscopeCallback(_pl.Callback):
         self._session.finish("finished", int(trainer.global_step))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._session.finish("crashed", int(trainer.global_step))
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "crashed"
+        self._session.finish(status, int(trainer.global_step))

@@ -99,6 +99,28 @@ def test_callback_and_gradscope_record_give_the_same_tables(lightning, tmp_path)
     assert [layer["name"] for layer in a.meta["layers"]] == [layer["name"] for layer in b.meta["layers"]]
 
 
+@pytest.mark.slow
+def test_a_failing_training_step_is_a_crashed_run(lightning, tmp_path) -> None:
+    """The script's own exception reaches it unchanged; the steps before it are kept."""
+    from gradscope.integrations.lightning import GradscopeCallback
+
+    example = _example()
+
+    class Failing(example.Classifier):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 5:
+                raise ValueError("bad batch 5")
+            return super().training_step(batch, batch_idx)
+
+    callback = GradscopeCallback(tmp_path / "run")
+    trainer, _, loader = example.build([callback], epochs=1)
+    with pytest.raises(ValueError, match="bad batch 5"):
+        trainer.fit(Failing(), loader)
+    run = open_run(tmp_path / "run")
+    assert run.meta["status"] == "crashed" and run.meta["trainer"]["global_step_end"] == 2
+    assert list(run.table("steps")["step"]) == [0, 1]  # batches 0-3; batch 4's backward had no step
+
+
 def test_bad_option_fails_before_fit(lightning) -> None:
     from gradscope.errors import GradscopeError
     from gradscope.integrations.lightning import GradscopeCallback
