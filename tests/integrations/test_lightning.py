@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from gradscope.analysis import analyze
 from gradscope.store.reader import open_run
@@ -119,6 +120,40 @@ def test_a_failing_training_step_is_a_crashed_run(lightning, tmp_path) -> None:
     run = open_run(tmp_path / "run")
     assert run.meta["status"] == "crashed" and run.meta["trainer"]["global_step_end"] == 2
     assert list(run.table("steps")["step"]) == [0, 1]  # batches 0-3; batch 4's backward had no step
+
+
+@pytest.mark.slow
+def test_manual_optimization(lightning, tmp_path) -> None:
+    """manual_backward per micro-batch, opt.step() every second batch (Lightning's manual
+    accumulation): Lightning hands step() a closure that runs no backward."""
+    from gradscope.integrations.lightning import GradscopeCallback
+
+    example = _example()
+    losses = []
+
+    class Manual(example.Classifier):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self(x), y) / 2
+            self.manual_backward(loss)
+            losses.append(loss.item())
+            if batch_idx % 2 == 1:
+                optimizer = self.optimizers()
+                optimizer.step()
+                optimizer.zero_grad()
+
+    callback = GradscopeCallback(tmp_path / "run")
+    trainer, _, loader = example.build([callback], epochs=1, accumulate=1, precision="32-true")
+    torch.manual_seed(0)
+    trainer.fit(Manual(), loader)
+    steps = open_run(tmp_path / "run").table("steps").sort_values("step")
+    assert trainer.global_step == 4 and list(steps["step"]) == [0, 1, 2, 3]
+    assert (steps["backward_calls"] == 2).all()
+    np.testing.assert_allclose(steps["loss"], np.add(losses[0::2], losses[1::2]), rtol=1e-6)
 
 
 def test_bad_option_fails_before_fit(lightning) -> None:
