@@ -15,11 +15,15 @@ SCRIPTS = REPO / "scripts"
 TIMINGS = {"wall_time", "step_time", "recorder_time"}
 
 
-def import_or_skip(module: str):
+def import_or_skip(module: str, attribute: str | None = None):
     """The module, or a skip with the one-line reason (a missing package, or one that fails
-    to import, such as a torchvision built for another torch)."""
+    to import, such as a torchvision built for another torch). ``attribute`` is loaded too
+    (transformers imports its classes lazily)."""
     try:
-        return importlib.import_module(module)
+        loaded = importlib.import_module(module)
+        if attribute is not None:
+            getattr(loaded, attribute)
+        return loaded
     except Exception as err:  # noqa: BLE001 - any import failure is the environment's
         first = (str(err).strip().splitlines() or [""])[0]
         pytest.skip(f"{module} does not import here ({type(err).__name__}: {first})")

@@ -23,7 +23,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 @pytest.fixture(scope="module")
 def transformers():
     os.environ.update(OFFLINE)  # no network: the model is built from a config
-    return import_or_skip("transformers")
+    return import_or_skip("transformers", "Trainer")
 
 
 def _example():
