@@ -22,6 +22,7 @@ from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, c
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.noise import noise_metrics, noise_verdict
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
+from gradscope.analysis.schedule import SCHEDULE_NAMES, schedule_metrics
 from gradscope.analysis.stability import stability_metrics, stability_verdict
 from gradscope.analysis.types import (
     CRASHED,
@@ -172,8 +173,11 @@ def _families(
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
         "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
         "stability": (
-            lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
-            stability_verdict,
+            lambda: concat_rows([
+                stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+                schedule_metrics(steps, layers),  # lr, weight and update norms: shown, never judged
+            ]),
+            lambda rows: stability_verdict(rows[~rows["name"].isin(SCHEDULE_NAMES)]),
         ),
     }
 

@@ -21,7 +21,9 @@ from gradscope.store.schema import TABLES
 
 # The columns analysis/ reads from each table (a projection: the reader skips the rest).
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
-    "steps": ("step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded"),
+    "steps": (
+        "step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded", "optimizer", "hparams",
+    ),
     "layers": (
         "step", "rank", "layer", "grad_norm", "weight_norm", "update_norm",
         "init_distance", "nonfinite", "sum_norm2",

@@ -14,6 +14,7 @@ task        a task name
 group       a sample group label, as text
 sample      "<step>:<micro>:<sample>" of the recorded batch
 epoch       the epoch index, as text
+param_group an optimizer's param group: "0", "1"; "<optimizer>.<group>" with several
 ==========  ==========================================
 """
 

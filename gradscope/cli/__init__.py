@@ -15,7 +15,7 @@ import typer
 
 from gradscope.errors import GradscopeError, os_error_line
 
-COMMANDS = ("record", "report", "metrics", "check", "compare", "demo")
+COMMANDS = ("record", "report", "metrics", "check", "compare", "demo", "export")
 
 
 def _root() -> None:

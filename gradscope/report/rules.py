@@ -26,7 +26,7 @@ from gradscope.errors import GradscopeError
 
 AGGREGATIONS = ("last", "first", "min", "max", "mean", "median", "p95", "any", "all", "count")
 OPERATORS = ("<=", ">=", "==", "!=", "<", ">")  # two-character operators first
-SCOPES = ("model", "layer", "task_pair", "task", "group", "group_pair", "sample", "epoch")
+SCOPES = ("model", "layer", "task_pair", "task", "group", "group_pair", "sample", "epoch", "param_group")
 MAX_RULE_LENGTH = 1000
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[-+]?(?:inf\b|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
