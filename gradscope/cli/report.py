@@ -10,6 +10,7 @@ from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
 from gradscope.cli.paths import output_file
+from gradscope.cli.width import WIDTH_HELP, console
 from gradscope.report.terminal import render_report
 from gradscope.store.reader import open_run
 
@@ -20,6 +21,7 @@ def report(
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report; files only.")] = False,
+    width: Annotated[int | None, typer.Option(min=40, max=1000, help=WIDTH_HELP)] = None,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Print what was recorded and what it means."""
@@ -28,7 +30,7 @@ def report(
     opened = open_run(run)
     analysis = analyze_run(opened, progress=not quiet)
     if not quiet:
-        render_report(opened, Console(no_color=no_color, highlight=False), analysis)
+        render_report(opened, console(width, no_color), analysis)
     if html is not None:
         from gradscope.report.html import write_html  # matplotlib: imported only when asked for
 

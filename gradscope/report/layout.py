@@ -81,8 +81,9 @@ def folded_table(title: str, name_header: str, names: Sequence[str], columns: Se
     tables: list[RenderableType] = []
     for index, group in enumerate(_chunks(columns, width - name_width, keep)):
         suffix = "" if index == 0 else " (continued)"
-        table = Table(title=title + suffix, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                      pad_edge=False, padding=(0, 0, 0, 1), header_style="bold", collapse_padding=True)
+        tables.append(Text(title + suffix, style="italic"))  # the full width, not the table's
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1),
+                      header_style="bold", collapse_padding=True)
         table.add_column(abbreviate(name_header, name_width), no_wrap=True, min_width=name_width)
         for column in group:
             table.add_column(column.header, justify=column.justify, no_wrap=True)  # type: ignore[arg-type]

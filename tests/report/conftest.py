@@ -63,7 +63,8 @@ def make_run(
     path.mkdir(parents=True)
     meta = new_meta(["python", "train.py", "--name", HOSTILE_LAYER], {"profile": "standard", "every": 1})
     meta.update(status="finished", ended=meta["started"], layers=_layer_meta(layers, size),
-                torch_version="test", steps=steps, steps_per_epoch=8, **(meta_extra or {}))
+                torch_version="test", steps=steps, steps_per_epoch=8)
+    meta.update(meta_extra or {})
     write_json_atomic(path / META_FILE, meta)
     (path / EVENTS_FILE).write_text(
         json.dumps({"level": "warning", "step": 3, "message": f"hook failed on {HOSTILE_LAYER}"}) + "\n"
