@@ -58,7 +58,8 @@ def test_three_runs_config_diff_and_failing_rule_exit_1(synthetic_run: Path, cal
     --fail-on rule exits 1 (spawned as a user runs it, output piped: 80 columns)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
     command = [sys.executable, "-m", "gradscope", "compare", str(synthetic_run), str(calm_run),
-               str(fast_run), "--fail-on", "noise.b_simple.max < 30", "--fail-on", "verdict.stability != alert",
+               str(fast_run), "--fail-on", "noise.b_simple.max < 30",
+               "--fail-on", "verdict.stability != alert",
                "--no-color"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
