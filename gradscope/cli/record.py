@@ -26,7 +26,11 @@ NO_TORCH = "needs PyTorch, which this Python cannot import: pip install 'gradsco
 
 def require_torch(command: str) -> None:
     """The analysis install has no torch; recording does (pyproject.toml, extra 'record')."""
-    if importlib.util.find_spec("torch") is None:
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked torch is as good as none
+        found = False
+    if not found:
         raise GradscopeError(f"gradscope {command} {NO_TORCH}")
 
 
