@@ -73,11 +73,11 @@ def _chunks(columns: Sequence[Column], room: int, keep: int) -> list[list[Column
 def folded_table(title: str, name_header: str, names: Sequence[str], columns: Sequence[Column],
                  width: int, keep: int = 0, caption: str = "") -> RenderableType:
     """A table of ``names`` by ``columns`` in ``width`` characters: the name column gets
-    what the values leave (at least MIN_NAME, names abbreviated), and value columns that
-    still do not fit continue in further tables below."""
+    what the values leave, and at least MIN_NAME or 2/5 of the width (names abbreviated
+    beyond that); value columns that do not fit continue in further tables below."""
     longest = max([len(name_header), *(len(n) for n in names)])
     values = sum(cost(c) for c in columns)
-    name_width = max(MIN_NAME, min(longest, width - values))
+    name_width = min(longest, max(MIN_NAME, width - values, width * 2 // 5))  # folding: names keep 2/5
     tables: list[RenderableType] = []
     for index, group in enumerate(_chunks(columns, width - name_width, keep)):
         suffix = "" if index == 0 else " (continued)"

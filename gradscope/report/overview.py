@@ -117,6 +117,8 @@ def learning_rates(steps: pd.DataFrame, width: int = 80) -> RenderableType:
     lines = []
     for name, values in series.items():
         stats = f"  first {values[0]:.3g}  last {values[-1]:.3g}"
+        if min(values) != max(values):  # a schedule or a burst: its range too
+            stats += f"  min {min(values):.3g}  max {max(values):.3g}"
         line = Text(f"lr {name}  ")
         line.append(sparkline(values, max(8, min(40, width - len(line) - len(stats)))), style="magenta")
         line.append(stats)

@@ -161,7 +161,6 @@ def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 76) ->
     averages = block.groupby(["name", "key"])["value"].mean()
     others = [n for n in spec.others if n in set(block["name"])]
     columns = [Column(spec.primary, [fmt(means[k]) for k in shown])]
-    title = spec.title
     if per_step:
         spark = max(8, min(20, width // 5))
         values = {k: series.get_group(k).to_numpy(float) for k in shown}
@@ -171,11 +170,12 @@ def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 76) ->
             Column("last", [fmt(_last_finite(values[k])) for k in shown]),
             Column("mean", [fmt(means[k]) for k in shown]),
         ]
-        title += "; columns after last: means over steps" if others else ""
-    columns += [Column(name, [fmt(averages.get((name, k), math.nan)) for k in shown]) for name in others]
+    columns += [Column(f"mean {name}", [fmt(averages.get((name, k), math.nan)) for k in shown])
+                for name in others]  # labelled: a mean over the recorded steps, not a last value
     caption = f"… {len(order) - MAX_ROWS} more (gradscope metrics RUN --family {family})" \
         if len(order) > MAX_ROWS else ""
-    return folded_table(title, scope, [str(k) or "(root)" for k in shown], columns, width, caption=caption)
+    keys = [str(k) or "(root)" for k in shown]
+    return folded_table(spec.title, scope, keys, columns, width, caption=caption)
 
 
 def _last_finite(values: np.ndarray) -> float:
