@@ -55,8 +55,8 @@ def test_defaults_and_verdicts() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("noise.b_simple.lst < 3", "unknown aggregation 'lst' (one of last, first, min, max, mean, median, "
-         "p95, any, all, count) at position 16"),
+        ("noise.b_simple.lst < 3", "unknown aggregation 'lst' (did you mean last? one of last, first, min, "
+         "max, mean, median, p95, any, all, count) at position 16"),
         ("noise.b_simple <", "expected a number at position 17"),
         ("nose.b < 1", "unknown family 'nose'"),
         ("noise.b[lay=x] < 1", "unknown scope 'lay'"),
