@@ -298,18 +298,20 @@ def missing_message(outcomes: Sequence[Outcome]) -> str:
 
 
 def outcome_table(outcomes: Sequence[Outcome], run: str) -> RenderableType:
-    """Rule, key, value, threshold, result; then one line per rule that did not pass."""
+    """Result, rule (with the key that decided under it), value, threshold; then one line
+    per rule that did not pass. No key column: rules stay whole at 80 columns."""
     table = Table(title=f"gradscope check {run}", title_justify="left", header_style="bold", show_edge=False)
     table.add_column("result", no_wrap=True)
-    table.add_column("rule", overflow="fold", ratio=3)
-    table.add_column("key", overflow="fold", ratio=2)
+    table.add_column("rule (key that decided)", overflow="fold", ratio=1)
     for column in ("value", "threshold"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     notes: list[RenderableType] = []
     for o in outcomes:
         style = STATUS_STYLE[o.status]
-        table.add_row(Text(o.status, style=style), Text(o.rule.text), Text(o.key), o.shown,
-                      f"{o.rule.op} {o.rule.threshold_text}")
+        rule = Text(o.rule.text)
+        if o.key and o.key != o.rule.name:  # verdict.stability: the key says nothing new
+            rule.append(f"\n  at {o.key}", style="dim")
+        table.add_row(Text(o.status, style=style), rule, o.shown, f"{o.rule.op} {o.rule.threshold_text}")
         if o.status != "pass":
             line = Text(f"{o.status}: ", style=style)
             line.append(o.rule.text, style="bold")
