@@ -26,8 +26,12 @@ __all__ = ["Recorder", "groups", "tasks", "__version__"]
 def __getattr__(name: str) -> Any:
     # torch is imported only when the recorder is used, so analysis stays torch-free.
     if name == "Recorder":
-        from gradscope.record.recorder import Recorder
-
+        try:
+            from gradscope.record.recorder import Recorder
+        except ModuleNotFoundError as err:
+            if err.name != "torch":
+                raise
+            raise ImportError("gradscope.Recorder needs PyTorch: pip install 'gradscope[record]'") from None
         return Recorder
     raise AttributeError(f"module 'gradscope' has no attribute {name!r}")
 

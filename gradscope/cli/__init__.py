@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,19 @@ from gradscope.errors import GradscopeError, os_error_line
 COMMANDS = ("record", "report", "metrics", "check", "compare", "demo", "export")
 
 
-def _root() -> None:
+def _version(value: bool) -> None:
+    if value:
+        from gradscope import __version__
+
+        typer.echo(f"gradscope {__version__}")
+        raise typer.Exit(0)
+
+
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Training-dynamics diagnostics for PyTorch, from the gradients themselves."""
 
 
@@ -29,6 +41,7 @@ def build_app(commands: tuple[str, ...] = COMMANDS) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,  # help text is shown as written: `[[rule]]` stays
     )
     app.callback()(_root)  # keeps subcommands even when only one is registered
     for command in commands:
@@ -82,7 +95,8 @@ def _usage_error(err: Exception, invoked: str) -> None:
         typer.echo(ctx.get_help())
         sys.exit(0)
     command = f"gradscope {invoked} --help" if invoked in COMMANDS else "gradscope --help"
-    _fail(f"error: {err.format_message()} (see {command})", 2)
+    message = err.format_message().replace("Value error, ", "")
+    _fail(f"error: {message} (see {command})", 2)
 
 
 def _fail(message: str, code: int) -> None:

@@ -38,20 +38,23 @@ class CheckFormat(str, Enum):
 def check(
     run: Annotated[Path, typer.Argument(help="Run directory written by gradscope record.")],
     config: Annotated[
-        list[Path] | None, typer.Option("--config", "-c", help="TOML file of [[rule]] entries (repeatable).")
+        list[Path] | None,
+        typer.Option("--config", "-c", metavar="FILE|default|strict",
+                     help="TOML file of [[rule]] entries, or a shipped config by name (repeatable)."),
     ] = None,
     rule: Annotated[
-        list[str] | None, typer.Option("--rule", "-r", help="A rule, e.g. 'noise.b_simple.last < 4096'.")
+        list[str] | None,
+        typer.Option("--rule", "-r", metavar="RULE", help="A rule, e.g. 'noise.b_simple.last < 4096'."),
     ] = None,
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Skip rules whose metric the run lacks.")
     ] = False,
-    format: Annotated[CheckFormat, typer.Option("--format", help="table | json.")] = CheckFormat.table,
+    format: Annotated[CheckFormat, typer.Option("--format", help="Output format.")] = CheckFormat.table,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Exit 1 when a rule fails, printing each rule, its value and its threshold.
 
-    Example: gradscope check runs/mlp --config configs/default.toml --rule 'verdict.* != alert'
+    Example: gradscope check runs/mlp --config default --rule 'verdict.* != alert'
     """
     rules = gather_rules([config_file(path) for path in config or []], rule or [])
     opened = open_run(run)

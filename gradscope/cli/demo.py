@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gradscope.cli.record import require_torch
 from gradscope.record.config import RecordConfig
 from gradscope.record.launch import launch
 
@@ -20,6 +21,7 @@ def demo(
     html: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
 ) -> None:
     """Train a small two-task model with planted problems, record it, and report it."""
+    require_torch("demo")
     run_dir = out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     console = Console(stderr=True)
     console.print(f"[bold]gradscope demo[/]: recording {run_dir}")

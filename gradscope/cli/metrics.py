@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gradscope.analysis.run import analyze_run
+from gradscope.analysis.types import FAMILIES
 from gradscope.cli.paths import output_file
+from gradscope.errors import GradscopeError
 from gradscope.report.export import MetricsFormat, select_family, state_lines, write_metrics
 from gradscope.store.reader import open_run
+
+Family = Enum("Family", {name: name for name in FAMILIES}, type=str)  # type: ignore[misc]
 
 
 def metrics(
     run: Annotated[Path, typer.Argument(help="Run directory written by gradscope record.")],
-    family: Annotated[
-        str | None, typer.Option("--family", "-f", help="Only this family (conflict, noise, ...).")
-    ] = None,
+    family: Annotated[Family | None, typer.Option("--family", "-f", help="Only this family.")] = None,
     format: Annotated[MetricsFormat, typer.Option("--format", help="Output format.")] = MetricsFormat.json,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
@@ -30,9 +34,12 @@ def metrics(
     """
     if out is not None:
         output_file(out, "--out", runs=(run,))
+    elif format is MetricsFormat.parquet and sys.stdout.isatty():
+        raise GradscopeError("--format parquet is binary: give --out FILE or redirect stdout to a file")
+    name = None if family is None else Family(family).value
     analysis = analyze_run(open_run(run), progress=True)
-    write_metrics(select_family(analysis.metrics, family), format, out)
-    for line in state_lines(analysis, family):
+    write_metrics(select_family(analysis.metrics, name), format, out)
+    for line in state_lines(analysis, name):
         typer.echo(f"gradscope metrics: {line}", err=True)
 
 

@@ -25,11 +25,19 @@ def _stat(path: Path | str, what: str) -> os.stat_result | None:
         raise GradscopeError(f"{what} {shown(path)}: {os_error_line(err)}") from None
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_NAMES = ("default", "strict")
+
+
 def config_file(path: Path) -> Path:
-    """A config file to read: a regular file of at most 1 MiB."""
+    """A config file to read: a regular file of at most 1 MiB, or the name of a config
+    shipped with gradscope (``default``, ``strict``: gradscope/configs/NAME.toml)."""
+    if str(path) in CONFIG_NAMES:
+        return PACKAGED_CONFIGS / f"{path}.toml"
     info = _stat(path, "config file")
     if info is None:
-        raise GradscopeError(f"no such config file: {shown(path)}")
+        hint = f" (shipped configs: {', '.join(CONFIG_NAMES)})" if "/" not in str(path) else ""
+        raise GradscopeError(f"no such config file: {shown(path)}{hint}")
     if not stat.S_ISREG(info.st_mode):
         raise GradscopeError(f"config file {shown(path)} is not a regular file")
     if info.st_size > MAX_CONFIG_BYTES:

@@ -1,16 +1,37 @@
-"""``gradscope record -- CMD``: run an unmodified training command and record it."""
+"""``gradscope record -- CMD``: run an unmodified training command and record it.
+
+Ends with one line on stderr (gradscope/record/summary.py): where the run went, how many
+steps it holds, the per-sample coverage and the number of recorder warnings.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gradscope.record.config import PROFILES, RecordConfig
+from gradscope.errors import GradscopeError
+from gradscope.record.config import PROFILES, REDUCTIONS, RecordConfig
 from gradscope.record.launch import default_run_dir, launch
 
 MAX_SKETCH = 64  # k*k = 4096 float32 numbers per sample and layer: beyond that, store the Gram
+Profile = Enum("Profile", {name: name for name in PROFILES}, type=str)  # type: ignore[misc]
+Reduction = Enum("Reduction", {name: name for name in REDUCTIONS}, type=str)  # type: ignore[misc]
+NO_TORCH = "needs PyTorch, which this Python cannot import: pip install 'gradscope[record]'"
+
+
+def require_torch(command: str) -> None:
+    """The analysis install has no torch; recording does (pyproject.toml, extra 'record')."""
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked torch is as good as none
+        found = False
+    if not found:
+        raise GradscopeError(f"gradscope {command} {NO_TORCH}")
 
 
 def record(
@@ -22,14 +43,12 @@ def record(
         int, typer.Option(min=1, help="Record per-layer and per-sample statistics every N steps.")
     ] = 1,
     profile: Annotated[
-        str, typer.Option(help="minimal (per-step scalars) | standard (+ per-sample) | full (+ Gram).")
+        Profile, typer.Option(help="minimal (per-step scalars), standard (+ per-sample), full (+ Gram).")
     ] = "standard",
     sketch: Annotated[
         int, typer.Option(min=0, max=MAX_SKETCH, help="Sketch size k (k*k numbers per sample and layer).")
     ] = 4,
-    reduction: Annotated[
-        str, typer.Option(help="Loss reduction over samples: auto | mean | sum.")
-    ] = "auto",
+    reduction: Annotated[Reduction, typer.Option(help="Loss reduction over samples.")] = "auto",
     batch_dim: Annotated[
         int | None, typer.Option(help="Batch dimension of module inputs (default: auto).")
     ] = None,
@@ -39,12 +58,18 @@ def record(
 
     Example: gradscope record --out runs/mlp -- python train.py --epochs 1
     """
+    require_torch("record")
     command = list(ctx.args)
     config = RecordConfig.from_options(
-        profile=profile, every=every, sketch=sketch, reduction=reduction, batch_dim=batch_dim
+        profile=Profile(profile).value, every=every, sketch=sketch,
+        reduction=Reduction(reduction).value, batch_dim=batch_dim,
     )
     run_dir = out if out is not None else default_run_dir(command)
-    raise typer.Exit(launch(command, run_dir, config, force=force))
+    code = launch(command, run_dir, config, force=force)
+    from gradscope.record.summary import summary_line  # after the run: not on its start path
+
+    print(f"gradscope: {summary_line(run_dir)}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
 from gradscope.cli.paths import output_file
+from gradscope.cli.width import WIDTH_HELP, console
 from gradscope.errors import GradscopeError
 from gradscope.errors import short_path as shown
 from gradscope.report.terminal import render_report
@@ -43,6 +44,7 @@ def report(
         typer.Option("--figures", help="Also write static figures (PNG and PDF) into this folder."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report; files only.")] = False,
+    width: Annotated[int | None, typer.Option(min=40, max=1000, help=WIDTH_HELP)] = None,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Print what was recorded and what it means."""
@@ -53,7 +55,7 @@ def report(
     opened = open_run(run)
     analysis = analyze_run(opened, progress=not quiet)
     if not quiet:
-        render_report(opened, Console(no_color=no_color, highlight=False), analysis)
+        render_report(opened, console(width, no_color), analysis)
     notes = Console(stderr=True, no_color=no_color)
     if html is not None:
         from gradscope.report.html import write_html  # plotly: imported only when asked for

@@ -36,10 +36,12 @@ Skipped rules are printed with their reason; they never count as passed in the J
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import math
 import operator
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -53,16 +55,18 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.thresholds import HISTORY
+from gradscope.analysis.thresholds import GATES, HISTORY
 from gradscope.analysis.types import FAILED, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
 from gradscope.report.rules import Rule, parse_rule
+from gradscope.report.sections import CURVES, HIDDEN, SCOPE_TABLES
 
 Status = Literal["pass", "fail", "missing", "skipped"]
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
+_GATE_NAME = re.compile(r"(\w+)\.(\w+)")
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "missing": "bold magenta", "skipped": "dim"}
 
 
@@ -79,10 +83,10 @@ class Outcome:
 def load_config(path: Path) -> list[Rule]:
     """Rules from a TOML file: ``[[rule]]`` tables with ``metric`` (the rule text), and
     optional ``why`` (a comment shown with failures) and ``optional`` (missing is ok)."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise GradscopeError("reading TOML configs needs Python >= 3.11 (tomllib)") from None
+    else:  # Python 3.10: the same parser, packaged (a conditional dependency in pyproject.toml)
+        import tomli as tomllib
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -156,7 +160,9 @@ def _judge_key(rule: Rule, values: np.ndarray) -> tuple[bool, float, str]:
 def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
     rows = selected(rule, metrics)
     if rows.empty:
-        return Outcome(rule, "missing", note=f"no values for {rule.family}.{rule.name} in this run")
+        has = sorted(set(metrics.loc[metrics["family"] == rule.family, "name"].astype(str)) - HIDDEN)
+        listed = f"; {rule.family} has {', '.join(has[:8])}{', ...' if len(has) > 8 else ''}" if has else ""
+        return Outcome(rule, "missing", note=f"no values for {rule.family}.{rule.name} in this run{listed}")
     judged = {
         _label(str(scope), str(key)): _judge_key(rule, block.sort_values("step")["value"].to_numpy(float))
         for (scope, key), block in rows.groupby(["scope", "key"], sort=True)
@@ -237,9 +243,40 @@ def _all_nan(rule: Rule, metrics: pd.DataFrame) -> bool:
     return bool(selected(rule, metrics)["value"].isna().all())
 
 
+def known_names(family: str, metrics: pd.DataFrame) -> set[str]:
+    """Metric names of ``family``: those in this run, those the report and the shipped
+    configs use (a name may be known yet absent from a run that did not record it)."""
+    names = set(metrics.loc[metrics["family"] == family, "name"].astype(str))
+    names |= set(CURVES.get(family, ())) | HIDDEN
+    for (table_family, _), spec in SCOPE_TABLES.items():
+        if table_family == family:
+            names |= {spec.primary, *spec.others}
+    for gates in GATES.values():
+        names |= {m.group(2) for m in map(_GATE_NAME.match, gates) if m and m.group(1) == family}
+    return names
+
+
+def unknown_metric(rule: Rule, metrics: pd.DataFrame) -> str:
+    """'' for a known metric; else a one-line error, with a "did you mean" when one is
+    close (difflib), for a typo (``noise.bsimple``) is bad input, optional rule or not."""
+    if rule.is_verdict:
+        return ""
+    names = known_names(rule.family, metrics)
+    if rule.name in names:
+        return ""
+    close = difflib.get_close_matches(rule.name, sorted(names), n=3, cutoff=0.75)
+    if not close:
+        return ""  # not a near miss: "missing" below says the run lacks it
+    guesses = " or ".join(f"{rule.family}.{name}" for name in close)
+    return f"rule {rule.text!r}: unknown metric {rule.family}.{rule.name} (did you mean {guesses}?)"
+
+
 def run_checks(rules: Sequence[Rule], analysis: Analysis, allow_missing: bool = False) -> list[Outcome]:
     outcomes = []
     for rule in rules:
+        typo = unknown_metric(rule, analysis.metrics)
+        if typo:
+            raise GradscopeError(typo)
         outcome = evaluate(rule, analysis)
         if outcome.status == "missing" and (allow_missing or rule.optional):
             outcome = Outcome(rule, "skipped", note=outcome.note)
@@ -257,22 +294,24 @@ def missing_message(outcomes: Sequence[Outcome]) -> str:
     missing = [o for o in outcomes if o.status == "missing"]
     first = missing[0]
     return (f"{len(missing)} rule(s) cannot be evaluated, e.g. {first.rule.text!r}: {first.note} "
-            "(the run lacks the table it needs; mark the rule optional = true or pass --allow-missing)")
+            "(the run did not record it; mark the rule optional = true or pass --allow-missing)")
 
 
 def outcome_table(outcomes: Sequence[Outcome], run: str) -> RenderableType:
-    """Rule, key, value, threshold, result; then one line per rule that did not pass."""
+    """Result, rule (with the key that decided under it), value, threshold; then one line
+    per rule that did not pass. No key column: rules stay whole at 80 columns."""
     table = Table(title=f"gradscope check {run}", title_justify="left", header_style="bold", show_edge=False)
     table.add_column("result", no_wrap=True)
-    table.add_column("rule", overflow="fold", ratio=3)
-    table.add_column("key", overflow="fold", ratio=2)
+    table.add_column("rule (key that decided)", overflow="fold", ratio=1)
     for column in ("value", "threshold"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     notes: list[RenderableType] = []
     for o in outcomes:
         style = STATUS_STYLE[o.status]
-        table.add_row(Text(o.status, style=style), Text(o.rule.text), Text(o.key), o.shown,
-                      f"{o.rule.op} {o.rule.threshold_text}")
+        rule = Text(o.rule.text)
+        if o.key and o.key != o.rule.name:  # verdict.stability: the key says nothing new
+            rule.append(f"\n  at {o.key}", style="dim")
+        table.add_row(Text(o.status, style=style), rule, o.shown, f"{o.rule.op} {o.rule.threshold_text}")
         if o.status != "pass":
             line = Text(f"{o.status}: ", style=style)
             line.append(o.rule.text, style="bold")

@@ -1,144 +1,156 @@
-"""``gradscope compare``: two runs side by side (a change's effect on training).
+"""``gradscope compare``: what differed between runs, then what it did to training.
 
-Per family.name at model scope: the last and mean value of each run and their
-differences (B - A); verdict changes per family; with --html, the main curves of both
-runs overlaid.
+The first run is the baseline (A); every other run (B, C, ...) is compared with it.
+1. settings: meta.json (command, recording config, world size, versions) and the
+   optimizer's hyperparameters from steps.hparams (per parameter group; a value that moved
+   during the run is shown "first → last (min … max)"): only the settings that differ;
+2. verdicts per family, with better / worse against A;
+3. model-scope metrics: the last value and the mean over steps of each run, Δ = run - A;
+4. per-layer detail: each layer-scope metric's mean per layer, layers that moved most first.
+Terminal layout: compare_view.py; the HTML page: compare_html.py.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
 from gradscope.analysis.types import FAMILIES, LEVELS, NO_DATA
-from gradscope.errors import GradscopeError
-from gradscope.report import html, plots
-from gradscope.report.sections import fmt, ordered, verdict_text
+from gradscope.report.sections import ordered
 from gradscope.store.reader import Run
 
-OVERLAYS = (
-    ("stability", "loss", "loss", False),
-    ("stability", "grad_norm", "global gradient norm", True),
-    ("coherence", "m_coherence", "m-coherence", False),
-    ("noise", "b_simple", "gradient noise scale B_simple", True),
-    ("alignment", "gwa_head", "GWA of the head layer", False),
-    ("conflict", "conflict_fraction", "fraction of task pairs in conflict", False),
-)
+IMPLEMENTATION_FLAGS = {"foreach", "capturable", "differentiable", "fused"}  # same numbers either way
+LAYER_METRICS = (("coherence", "m_coherence"), ("alignment", "gwa"), ("noise", "b_simple"),
+                 ("stability", "update_ratio"), ("stability", "grad_norm"))
 
 
-def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """last and mean per (family, name) over the model-scope rows, in step order."""
-    model = metrics[metrics["scope"] == "model"].sort_values("step")
-    grouped = model.groupby(["family", "name"], sort=False)["value"]
+@dataclass(frozen=True)
+class Compared:
+    """One run in a comparison: its label (A, B, ...), the run and its analysis."""
+
+    label: str
+    run: Run
+    analysis: Analysis
+
+
+def labelled(runs: Sequence[Run], analyses: Sequence[Analysis]) -> list[Compared]:
+    letters = string.ascii_uppercase
+    return [Compared(letters[i] if i < 26 else f"R{i + 1}", r, a) for i, (r, a) in
+            enumerate(zip(runs, analyses))]
+
+
+def _shown(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _hparam_settings(steps: pd.DataFrame) -> dict[str, str]:
+    """'lr (group 0)' -> '0.003', or 'first → last (min … max)' when it moved."""
+    if steps.empty or "hparams" not in steps:
+        return {}
+    series: dict[str, list[object]] = {}
+    for text in steps.sort_values("step")["hparams"]:
+        try:
+            groups = json.loads(text or "[]")
+        except ValueError:
+            continue
+        for index, group in enumerate(groups if isinstance(groups, list) else []):
+            for key, value in (group.items() if isinstance(group, dict) else ()):
+                if key not in IMPLEMENTATION_FLAGS:
+                    series.setdefault(f"{key} (group {index})", []).append(value)
+    settings = {}
+    for name, values in series.items():
+        first, last = values[0], values[-1]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if all(v == first for v in values):
+            settings[name] = _shown(first)
+        elif len(numbers) == len(values):
+            settings[name] = f"{first:.4g} → {last:.4g} ({min(numbers):.4g} … {max(numbers):.4g})"
+        else:
+            settings[name] = f"{_shown(first)} → {_shown(last)}"
+    return settings
+
+
+def run_settings(run: Run) -> dict[str, str]:
+    """Every setting of a run that a comparison shows, as text."""
+    meta = run.meta
+    steps = run.table("steps")
+    settings = {"command": " ".join(map(str, meta.get("command") or []))}
+    if not steps.empty and "optimizer" in steps:
+        settings["optimizer"] = ", ".join(sorted({str(o) for o in steps["optimizer"].dropna()}))
+    settings.update(_hparam_settings(steps))
+    config = meta.get("config")
+    for key, value in (config.items() if isinstance(config, dict) else ()):
+        settings[f"record {key}"] = _shown(value)
+    for key in ("world_size", "torch_version", "gradscope_version", "status"):
+        settings[key.replace("_", " ")] = _shown(meta.get(key, "-"))
+    settings["steps recorded"] = str(len(steps))
+    return settings
+
+
+def settings_diff(runs: Sequence[Run]) -> tuple[pd.DataFrame, int]:
+    """(settings that differ: index setting, one column per run; "-" where a run lacks
+    it), and how many settings are the same in every run."""
+    table = pd.DataFrame({i: run_settings(run) for i, run in enumerate(runs)}).fillna("-")
+    same = table.nunique(axis=1) == 1
+    return table[~same], int(same.sum())
+
+
+def verdict_change(level_a: str, level: str) -> str:
+    """better | worse | same, or "not comparable" when a side has no data or failed."""
+    if level_a in LEVELS and level in LEVELS:
+        step = LEVELS.index(level) - LEVELS.index(level_a)
+        return "worse" if step > 0 else "better" if step < 0 else "same"
+    return "same" if level_a == level else "not comparable"
+
+
+def verdict_levels(analyses: Sequence[Analysis]) -> list[tuple[str, list[str]]]:
+    """(family, [level per run]) in FAMILIES order."""
+    levels = [{v.family: v.level for v in a.verdicts} for a in analyses]
+    return [(family, [by.get(family, NO_DATA) for by in levels]) for family in FAMILIES]
+
+
+def summarise(metrics: pd.DataFrame, scope: str = "model") -> pd.DataFrame:
+    """last and mean per (family, name, key) over one scope's rows, in step order."""
+    rows = metrics[metrics["scope"] == scope].sort_values("step")
+    grouped = rows.groupby(["family", "name", "key"], sort=False)["value"]
     return pd.DataFrame({"last": grouped.last(), "mean": grouped.mean()})
 
 
-def compare_metrics(a: Analysis, b: Analysis) -> pd.DataFrame:
-    """Columns family, name, a_last, a_mean, b_last, b_mean, delta_last, delta_mean."""
-    both = summarise(a.metrics).add_prefix("a_").join(summarise(b.metrics).add_prefix("b_"), how="outer")
-    both["delta_last"] = both["b_last"] - both["a_last"]
-    both["delta_mean"] = both["b_mean"] - both["a_mean"]
-    both = both.reset_index()
+def metric_table(analyses: Sequence[Analysis], scope: str = "model") -> pd.DataFrame:
+    """Index (family, name, key); columns (statistic, run index) for statistic in last,
+    mean, delta_last, delta_mean (delta: run - run 0). Rows in report order."""
+    parts = {i: summarise(a.metrics, scope) for i, a in enumerate(analyses)}
+    both = pd.concat(parts, axis=1).swaplevel(axis=1)
+    for stat in ("last", "mean"):
+        for i in parts:
+            both[(f"delta_{stat}", i)] = both[(stat, i)] - both[(stat, 0)]
     rank = {f: i for i, f in enumerate(FAMILIES)}
-    position = {
-        (f, n): i for f in FAMILIES for i, n in enumerate(ordered(f, both.loc[both["family"] == f, "name"]))
-    }
-    keys = [(rank.get(f, 99), position.get((f, n), 99)) for f, n in zip(both["family"], both["name"])]
-    return both.iloc[sorted(range(len(both)), key=keys.__getitem__)].reset_index(drop=True)
+    names = {f: ordered(f, both.index.get_level_values("name")[both.index.get_level_values("family") == f])
+             for f in FAMILIES}
+    keys = [(rank.get(f, 99), names.get(f, []).index(n) if n in names.get(f, []) else 99, str(k))
+            for f, n, k in both.index]
+    return both.iloc[sorted(range(len(both)), key=keys.__getitem__)]
 
 
-def verdict_changes(a: Analysis, b: Analysis) -> list[tuple[str, str, str, str]]:
-    """(family, level A, level B, change) with change better | worse | same, or "not
-    comparable" when a side has no data or its analysis failed."""
-    levels_a = {v.family: v.level for v in a.verdicts}
-    levels_b = {v.family: v.level for v in b.verdicts}
-    rows = []
-    for family in FAMILIES:
-        la, lb = levels_a.get(family, NO_DATA), levels_b.get(family, NO_DATA)
-        if la in LEVELS and lb in LEVELS:
-            step = LEVELS.index(lb) - LEVELS.index(la)
-            change = "worse" if step > 0 else "better" if step < 0 else "same"
-        else:  # no data or failed on a side: the two cannot be ranked
-            change = "same" if la == lb else "not comparable"
-        rows.append((family, la, lb, change))
-    return rows
-
-
-def comparison_renderables(name_a: str, name_b: str, a: Analysis, b: Analysis) -> list[RenderableType]:
-    changes = Table(title="verdicts", title_justify="left", header_style="bold", show_edge=False)
-    for column in ("family", f"A {name_a}", f"B {name_b}", "change"):
-        changes.add_column(column, overflow="fold")
-    style = {"worse": "bold red", "better": "green", "same": "dim", "not comparable": "magenta"}
-    for family, la, lb, change in verdict_changes(a, b):
-        changes.add_row(family, verdict_text(la), verdict_text(lb), Text(change, style=style[change]))
-    table = Table(title="metrics at model scope (Δ = B - A)", title_justify="left", header_style="bold",
-                  show_edge=False, padding=(0, 1))
-    table.add_column("metric", no_wrap=True)
-    for column in ("A last", "B last", "Δ last", "A mean", "B mean", "Δ mean"):
-        table.add_column(column, justify="right")
-    family = None
-    for row in compare_metrics(a, b).itertuples(index=False):
-        if row.family != family:
-            family = row.family
-            table.add_row(Text(str(family), style="bold"))
-        table.add_row(f"  {row.name}", fmt(row.a_last), fmt(row.b_last), _delta(row.delta_last),
-                      fmt(row.a_mean), fmt(row.b_mean), _delta(row.delta_mean))
-    return [Group(changes, Text(""), table)]
-
-
-def _delta(value: float) -> Text:
-    if not math.isfinite(value) or value == 0:
-        return Text(fmt(value), style="dim")
-    return Text(f"{value:+.4g}", style="cyan")
-
-
-def _overlay_figures(name_a: str, name_b: str, a: Analysis, b: Analysis) -> list[str]:
-    figures = []
-    for family, name, title, log in OVERLAYS:
-        uri = plots.line_plot(
-            {f"A {name_a}": plots.series(a.metrics, family, name),
-             f"B {name_b}": plots.series(b.metrics, family, name)},
-            title, log=log,
-        )
-        if uri is not None:
-            figures.append(html.section(f"{family}: {title}", [html.img(uri, f"{title}, both runs", "")]))
-    return figures
-
-
-def _metrics_table(a: Analysis, b: Analysis) -> str:
-    columns = ("metric", "A last", "B last", "Δ last", "A mean", "B mean", "Δ mean")
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join(
-        f"<tr><td>{html.esc(r.family)}.{html.esc(r.name)}</td>"
-        + "".join(f'<td class="n">{fmt(v)}</td>' for v in (r.a_last, r.b_last, r.delta_last,
-                                                           r.a_mean, r.b_mean, r.delta_mean))
-        + "</tr>"
-        for r in compare_metrics(a, b).itertuples(index=False)
-    )
-    table = f"<table><tr>{head}</tr>{body}</table>"
-    return html.section("Metrics at model scope (Δ = B - A)", [table], wide=True)
-
-
-def write_compare_html(run_a: Run, a: Analysis, run_b: Run, b: Analysis, path: Path | str) -> None:
-    """One self-contained page: both runs' verdicts, overlaid curves, the metrics table."""
-    header = (f"<h1>gradscope compare<small>A {html.esc(run_a.name)} · B {html.esc(run_b.name)}</small></h1>"
-              f'<dl class="meta"><dt>A</dt><dd>{html.esc(run_a.path)}</dd><dt>B</dt>'
-              f"<dd>{html.esc(run_b.path)}</dd></dl>")
-    rows = "".join(
-        f"<tr><td>{family}</td><td>{html.esc(la)}</td><td>{html.esc(lb)}</td><td>{change}</td></tr>"
-        for family, la, lb, change in verdict_changes(a, b)
-    )
-    verdicts = html.section("Verdicts", ["<table><tr><th>family</th><th>A</th><th>B</th><th>change</th></tr>"
-                                         f"{rows}</table>"])
-    body = [verdicts, *_overlay_figures(run_a.name, run_b.name, a, b), _metrics_table(a, b)]
-    document = html.page(f"gradscope compare: {run_a.name} vs {run_b.name}", header, body)
-    try:
-        Path(path).write_text(document, encoding="utf-8")
-    except OSError as err:
-        raise GradscopeError(f"cannot write the HTML comparison to {path}: {err.strerror}") from None
+def layer_detail(analyses: Sequence[Analysis], family: str, name: str, limit: int) -> pd.DataFrame:
+    """Mean per layer of one layer-scope metric: columns run index, then delta_i; the
+    layers whose mean moved most (relative to A's) first, at most ``limit``."""
+    means = {}
+    for i, analysis in enumerate(analyses):
+        m = analysis.metrics
+        rows = m[(m["family"] == family) & (m["name"] == name) & (m["scope"] == "layer")]
+        means[i] = rows.groupby("key")["value"].mean()
+    table = pd.DataFrame(means)
+    if table.empty or len(analyses) < 2:
+        return table
+    deltas = table.sub(table[0], axis=0)
+    scale = table[0].abs().where(table[0].abs() > 0, 1.0)
+    moved = (deltas.abs().div(scale, axis=0)).max(axis=1, skipna=True).fillna(-np.inf)
+    table = table.join(deltas.drop(columns=[0]).add_prefix("delta_"))
+    return table.loc[moved.sort_values(ascending=False, kind="stable").index[:limit]]

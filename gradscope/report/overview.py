@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.report.coverage import coverage_by_method, layer_coverage
+from gradscope.report.layout import Column, folded_table
 from gradscope.report.sparkline import sparkline
 from gradscope.store.reader import Run
 
@@ -56,33 +57,32 @@ def _step_summary(steps: pd.DataFrame) -> str:
     return text + ")"
 
 
-def loss_curve(steps: pd.DataFrame, width: int = 60) -> RenderableType:
+def loss_curve(steps: pd.DataFrame, width: int = 80) -> RenderableType:
     loss = steps.sort_values("step")["loss"].to_numpy(dtype=float)
     finite = loss[np.isfinite(loss)]
     if finite.size == 0:
         return Text("loss: not recorded (no scalar loss was seen)", style="dim")
+    stats = f"  first {finite[0]:.4g}  last {finite[-1]:.4g}  min {finite.min():.4g}"
     line = Text("loss  ")
-    line.append(sparkline(list(loss), width), style="cyan")
-    line.append(f"  first {finite[0]:.4g}  last {finite[-1]:.4g}  min {finite.min():.4g}")
+    line.append(sparkline(list(loss), max(8, min(60, width - 6 - len(stats)))), style="cyan")
+    line.append(stats)
     return line
 
 
-def layer_table(layers: pd.DataFrame) -> RenderableType:
+def layer_table(layers: pd.DataFrame, width: int = 80) -> RenderableType:
     """Per layer: gradient, weight and update norms and the update/weight ratio over the
-    recorded steps, as "first → last" over "min … max" (layer norms combine parameters)."""
+    recorded steps, as "first → last" over "min … max" (layer norms combine parameters);
+    folded to ``width`` (layout.py)."""
     if layers.empty:
         return Text("per-layer statistics: none recorded", style="dim")
-    per_layer = layer_norms(layers)
-    table = Table(title="layers (first → last, min … max)", title_justify="left",
-                  show_edge=False, header_style="bold")
-    table.add_column("layer")
-    for column in ("grad norm", "weight norm", "update norm", "update/weight"):
-        table.add_column(column, justify="right")
-    for layer, frame in per_layer.groupby("layer", sort=False):
-        frame = frame.sort_values("step")
-        columns = ("grad_norm", "weight_norm", "update_norm", "ratio")
-        table.add_row(Text(layer or "(root)"), *[_span(frame[c].to_numpy()) for c in columns])
-    return table
+    frames = [(str(layer) or "(root)", frame.sort_values("step"))
+              for layer, frame in layer_norms(layers).groupby("layer", sort=False)]
+    headers = {"grad_norm": "grad norm", "weight_norm": "weight norm", "update_norm": "update norm",
+               "ratio": "update/weight"}
+    columns = [Column(header, [_span(frame[name].to_numpy()) for _, frame in frames])
+               for name, header in headers.items()]
+    return folded_table("layers (first → last, min … max over recorded steps)", "layer",
+                        [name for name, _ in frames], columns, width)
 
 
 def layer_norms(layers: pd.DataFrame) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def _span(values: np.ndarray) -> Text:
     return text
 
 
-def learning_rates(steps: pd.DataFrame, width: int = 40) -> RenderableType:
+def learning_rates(steps: pd.DataFrame, width: int = 80) -> RenderableType:
     series: dict[str, list[float]] = {}
     for text in steps.sort_values("step")["hparams"]:
         for index, group in enumerate(json.loads(text or "[]")):
@@ -116,9 +116,12 @@ def learning_rates(steps: pd.DataFrame, width: int = 40) -> RenderableType:
         return Text("learning rate: no optimizer", style="dim")
     lines = []
     for name, values in series.items():
+        stats = f"  first {values[0]:.3g}  last {values[-1]:.3g}"
+        if min(values) != max(values):  # a schedule or a burst: its range too
+            stats += f"  min {min(values):.3g}  max {max(values):.3g}"
         line = Text(f"lr {name}  ")
-        line.append(sparkline(values, width), style="magenta")
-        line.append(f"  first {values[0]:.3g}  last {values[-1]:.3g}")
+        line.append(sparkline(values, max(8, min(40, width - len(line) - len(stats)))), style="magenta")
+        line.append(stats)
         lines.append(line)
     return Group(*lines)
 

@@ -18,6 +18,7 @@ Examples: ``noise.b_simple.last < 4096``, ``stability.update_ratio[layer=fc1].ma
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 
@@ -30,6 +31,13 @@ SCOPES = ("model", "layer", "task_pair", "task", "group", "group_pair", "sample"
 MAX_RULE_LENGTH = 1000
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[-+]?(?:inf\b|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
+
+
+def unknown(what: str, word: str, choices: tuple[str, ...]) -> str:
+    """"unknown family 'nosie' (did you mean noise? one of ...)": difflib's nearest choice."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    return f"unknown {what} {word!r} ({guess}one of {', '.join(choices)})"
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,7 @@ def _selector(scanner: _Scanner) -> tuple[Selector, ...]:
         if scope_match and scanner.text[scope_match.end() :].lstrip().startswith("="):
             scope = scope_match.group()
             if scope not in SCOPES:
-                raise scanner.fail(f"unknown scope {scope!r} (one of {', '.join(SCOPES)})")
+                raise scanner.fail(unknown("scope", scope, SCOPES))
             scanner.pos = scope_match.end()
             scanner.expect("=", "'='")
         else:
@@ -161,12 +169,12 @@ def _verdict_rule(scanner: _Scanner, text: str) -> Rule:
         family = scanner.match(_IDENT, "a family or *")
         if family not in FAMILIES:
             scanner.pos -= len(family)
-            raise scanner.fail(f"unknown family {family!r} (one of {', '.join(FAMILIES)}, *)")
+            raise scanner.fail(unknown("family", family, (*FAMILIES, "*")))
     op = scanner.operator()
     level = scanner.match(_IDENT, f"a level ({', '.join(LEVELS)})")
     if level not in LEVELS:
         scanner.pos -= len(level)
-        raise scanner.fail(f"unknown level {level!r} (one of {', '.join(LEVELS)})")
+        raise scanner.fail(unknown("level", level, LEVELS))
     scanner.end()
     return Rule(text, "verdict", family, op=op, threshold=float(LEVELS.index(level)))
 
@@ -183,7 +191,7 @@ def parse_rule(text: str, *, why: str = "", optional: bool = False) -> Rule:
         return replace(_verdict_rule(scanner, text), why=why, optional=optional)
     if family not in FAMILIES:
         scanner.pos -= len(family)
-        raise scanner.fail(f"unknown family {family!r} (one of {', '.join(FAMILIES)}, verdict)")
+        raise scanner.fail(unknown("family", family, (*FAMILIES, "verdict")))
     scanner.expect(".", "'.' and a metric name")
     name = scanner.match(_IDENT, "a metric name")
     selectors = _selector(scanner) if scanner.peek("[") else ()
@@ -193,7 +201,7 @@ def parse_rule(text: str, *, why: str = "", optional: bool = False) -> Rule:
         aggregation = scanner.match(_IDENT, "an aggregation")
         if aggregation not in AGGREGATIONS:
             scanner.pos -= len(aggregation)
-            raise scanner.fail(f"unknown aggregation {aggregation!r} (one of {', '.join(AGGREGATIONS)})")
+            raise scanner.fail(unknown("aggregation", aggregation, AGGREGATIONS))
     op = scanner.operator()
     number = scanner.match(_NUMBER, "a number")
     scanner.end()

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.types import FAMILIES, Verdict
+from gradscope.report.layout import Column, folded_table
 from gradscope.report.sparkline import sparkline
 
 LEVEL_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red", "no data": "magenta",
@@ -104,12 +105,14 @@ def verdict_overview(verdicts: Sequence[Verdict]) -> RenderableType:
     return table
 
 
-def curves(family: str, rows: pd.DataFrame, width: int = 40) -> RenderableType | None:
-    """Model-scope per-step metrics as sparklines with first, last, min and max."""
+def curves(family: str, rows: pd.DataFrame, width: int = 76) -> RenderableType | None:
+    """Model-scope per-step metrics as sparklines with first, last, min and max; the
+    sparkline takes what the names and the four numbers (10 characters each) leave."""
     model = rows[(rows["scope"] == "model") & (rows["step"] >= 0)]
     names = ordered(family, model["name"].unique())[:MAX_CURVES]
     if not names:
         return None
+    spark = max(8, min(40, width - max(len(n) for n in names) - 4 * 11 - 2))
     grid = Table.grid(padding=(0, 1))
     for justify in ("left", "left", "right", "right", "right", "right"):
         grid.add_column(justify=justify)  # type: ignore[arg-type]
@@ -118,7 +121,7 @@ def curves(family: str, rows: pd.DataFrame, width: int = 40) -> RenderableType |
         values = model[model["name"] == name].sort_values("step")["value"].to_numpy(float)
         finite = values[np.isfinite(values)]
         stats = (finite[0], finite[-1], finite.min(), finite.max()) if finite.size else (math.nan,) * 4
-        grid.add_row(Text(name, style="bold"), Text(sparkline(list(values), width), style="cyan"),
+        grid.add_row(Text(name, style="bold"), Text(sparkline(list(values), spark), style="cyan"),
                      *(fmt(v) for v in stats))
     return grid
 
@@ -140,10 +143,11 @@ def run_values(rows: pd.DataFrame) -> RenderableType | None:
     return text
 
 
-def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 20) -> RenderableType | None:
+def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 76) -> RenderableType | None:
     """Per key (layer, task pair, epoch...): the primary metric's trend, last and mean,
     then the mean of the other metrics; worst rows first, at most MAX_ROWS. Whole-run
-    values (step -1: epochs, worst samples) get one value column instead of a trend."""
+    values (step -1: epochs, worst samples) get one value column instead of a trend.
+    Folded to ``width`` (layout.py): long keys lose their middle, columns continue below."""
     spec = SCOPE_TABLES.get((family, scope))
     block = rows[rows["scope"] == scope]
     if spec is None or block.empty or spec.primary not in set(block["name"]):
@@ -152,26 +156,31 @@ def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 20) ->
     series = primary.groupby("key", sort=False)["value"]
     means = series.mean()
     order = _row_order(means, spec.ascending)
+    shown = order[:MAX_ROWS]
     per_step = bool(series.size().max() > 1)  # else one value per key (epochs, samples)
     averages = block.groupby(["name", "key"])["value"].mean()
     others = [n for n in spec.others if n in set(block["name"])]
-    table = Table(title=spec.title, title_justify="left", show_edge=False, header_style="bold")
-    table.add_column(scope, overflow="fold", max_width=40)
-    headers = [f"{spec.primary} over steps", "last", "mean"] if per_step else [spec.primary]
-    for header in headers + others:
-        table.add_column(header, justify="left" if header.endswith("steps") else "right")
-    for key in order[:MAX_ROWS]:
-        values = series.get_group(key).to_numpy(float)
-        finite = values[np.isfinite(values)]
-        cells: list[Text | str] = [fmt(means[key])]
-        if per_step:
-            last = fmt(finite[-1] if finite.size else math.nan)
-            cells = [Text(sparkline(list(values), width), style="cyan"), last, fmt(means[key])]
-        others_cells = [fmt(averages.get((name, key), math.nan)) for name in others]
-        table.add_row(Text(str(key) or "(root)"), *cells, *others_cells)
-    if len(order) > MAX_ROWS:
-        table.caption = f"… {len(order) - MAX_ROWS} more (gradscope metrics RUN --family {family})"
-    return table
+    columns = [Column(spec.primary, [fmt(means[k]) for k in shown])]
+    if per_step:
+        spark = max(8, min(20, width // 5))
+        values = {k: series.get_group(k).to_numpy(float) for k in shown}
+        columns = [
+            Column(f"{spec.primary} over steps", [Text(sparkline(list(values[k]), spark), style="cyan")
+                                                  for k in shown], "left"),
+            Column("last", [fmt(_last_finite(values[k])) for k in shown]),
+            Column("mean", [fmt(means[k]) for k in shown]),
+        ]
+    columns += [Column(f"mean {name}", [fmt(averages.get((name, k), math.nan)) for k in shown])
+                for name in others]  # labelled: a mean over the recorded steps, not a last value
+    caption = f"… {len(order) - MAX_ROWS} more (gradscope metrics RUN --family {family})" \
+        if len(order) > MAX_ROWS else ""
+    keys = [str(k) or "(root)" for k in shown]
+    return folded_table(spec.title, scope, keys, columns, width, caption=caption)
+
+
+def _last_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
 
 
 def _row_order(means: pd.Series, ascending: bool | None) -> list[str]:
@@ -180,8 +189,11 @@ def _row_order(means: pd.Series, ascending: bool | None) -> list[str]:
     return list(means.sort_values(ascending=ascending, na_position="last").index)
 
 
-def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None) -> RenderableType:
-    """A panel with the family's verdict and details, its curves, then its per-key tables."""
+def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None,
+                   width: int = 80) -> RenderableType:
+    """A panel with the family's verdict and details, its curves, then its per-key tables,
+    laid out for ``width`` columns (the panel's border and padding take 4)."""
+    inner = width - 4
     rows = metrics[metrics["family"] == family]
     level = verdict.level if verdict else "ok"
     parts: list[RenderableType] = []
@@ -192,17 +204,18 @@ def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None) 
             parts.append(Text(f"  · ... and {len(verdict.details) - 6} more findings", style="dim"))
     if rows.empty and (verdict is None or verdict.judged):
         parts.append(Text("no metrics: the run did not record what this family needs", style="dim"))
-    for part in (curves(family, rows), run_values(rows)):
+    for part in (curves(family, rows, inner), run_values(rows)):
         if part is not None:
             parts.append(part)
     for scope in sorted(set(rows["scope"]) - {"model"}):
-        table = scope_table(family, scope, rows)
+        table = scope_table(family, scope, rows, inner)
         if table is not None:
             parts.append(table)
     border = LEVEL_STYLE.get(level, "white").replace("bold ", "")
     return Panel(Group(*parts), title=f"[bold]{family}[/bold]", title_align="left", border_style=border)
 
 
-def family_sections(metrics: pd.DataFrame, verdicts: Sequence[Verdict]) -> list[RenderableType]:
+def family_sections(metrics: pd.DataFrame, verdicts: Sequence[Verdict],
+                    width: int = 80) -> list[RenderableType]:
     by_family = {v.family: v for v in verdicts}
-    return [family_section(f, metrics, by_family.get(f)) for f in FAMILIES]
+    return [family_section(f, metrics, by_family.get(f), width) for f in FAMILIES]

@@ -15,8 +15,8 @@ from gradscope.report import overview, sections
 from gradscope.store.reader import Run
 
 
-def report_renderables(run: Run, analysis: Analysis) -> list[RenderableType]:
-    """Every section of the report, in reading order."""
+def report_renderables(run: Run, analysis: Analysis, width: int = 80) -> list[RenderableType]:
+    """Every section of the report, in reading order, laid out for ``width`` columns."""
     steps = run.table("steps")
     layers = run.table("layers")
     banner = [overview.gap_banner(analysis.gap)] if analysis.gap else []
@@ -24,10 +24,10 @@ def report_renderables(run: Run, analysis: Analysis) -> list[RenderableType]:
         *banner,
         overview.run_info(run, steps),
         sections.verdict_overview(analysis.verdicts),
-        *sections.family_sections(analysis.metrics, analysis.verdicts),
-        overview.loss_curve(steps),
-        overview.learning_rates(steps),
-        overview.layer_table(layers),
+        *sections.family_sections(analysis.metrics, analysis.verdicts, width),
+        overview.loss_curve(steps, width),
+        overview.learning_rates(steps, width),
+        overview.layer_table(layers, width),
         overview.coverage(run),
         overview.warnings(run, analysis.gap),
     ]
@@ -39,6 +39,6 @@ def render_report(
     """Print the report; analyses the run first unless ``analysis`` is given. Returns it."""
     if analysis is None:
         analysis = analyze_run(run, progress=progress)
-    for renderable in report_renderables(run, analysis):
+    for renderable in report_renderables(run, analysis, console.width):
         console.print(renderable)
     return analysis

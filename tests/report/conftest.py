@@ -49,6 +49,7 @@ def make_run(
     with_samples: bool = True,
     inf_at: int | None = None,
     meta_extra: dict | None = None,
+    lr: float = 0.1,
 ) -> Path:
     """A finished run with per-sample gradients drawn as signal + noise in P = 6 dimensions,
     two tasks whose gradients meet at cosine ``task_cos``, and a loss spike.
@@ -62,7 +63,8 @@ def make_run(
     path.mkdir(parents=True)
     meta = new_meta(["python", "train.py", "--name", HOSTILE_LAYER], {"profile": "standard", "every": 1})
     meta.update(status="finished", ended=meta["started"], layers=_layer_meta(layers, size),
-                torch_version="test", steps=steps, steps_per_epoch=8, **(meta_extra or {}))
+                torch_version="test", steps=steps, steps_per_epoch=8)
+    meta.update(meta_extra or {})
     write_json_atomic(path / META_FILE, meta)
     (path / EVENTS_FILE).write_text(
         json.dumps({"level": "warning", "step": 3, "message": f"hook failed on {HOSTILE_LAYER}"}) + "\n"
@@ -109,7 +111,7 @@ def make_run(
                 recorder_time=0.001, loss=loss, backward_calls=1, batch_size=batch, skipped=False,
                 recorded=True, grad_norm=total_norm2**0.5, loss_scale=float("nan"),
                 per_sample_scale=float(batch), per_sample_scale_source="read",
-                hparams=json.dumps([{"lr": 0.1 * 0.97**step}]))
+                hparams=json.dumps([{"lr": lr * 0.97**step, "momentum": 0.9}]))
     _write(path, "steps", step_rows)
     _write(path, "layers", layer_rows)
     if with_samples:

@@ -1,27 +1,89 @@
-"""`gradscope compare`: metrics side by side and verdict changes."""
+"""`gradscope compare`: settings diff first, verdicts, metric deltas, per-layer detail,
+--fail-on rules as a CI gate."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from gradscope.analysis.run import analyze_run
 from gradscope.cli import app
-from gradscope.report.compare import compare_metrics, verdict_changes
+from gradscope.report.compare import layer_detail, metric_table, settings_diff, verdict_change, verdict_levels
 from gradscope.store.reader import open_run
+from tests.report.conftest import REPO, make_run
+from tests.report.test_check import run_main
 
 runner = CliRunner()
 
 
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline's script with a 10x learning rate: what a user changed between runs."""
+    return make_run(tmp_path_factory.mktemp("runs") / "fast", lr=1.0, seed=2, spike_at=10)
+
+
 def test_deltas_and_verdict_changes(synthetic_run: Path, calm_run: Path) -> None:
     a, b = analyze_run(open_run(synthetic_run)), analyze_run(open_run(calm_run))
-    table = compare_metrics(a, b)
-    row = table[(table["family"] == "stability") & (table["name"] == "loss")].iloc[0]
-    assert row["delta_last"] == row["b_last"] - row["a_last"]
-    assert table["family"].iloc[0] == "conflict"
-    assert ("conflict", "alert", "ok", "better") in verdict_changes(a, b)
+    table = metric_table([a, b])
+    row = table.loc[("stability", "loss", "")]
+    assert row[("delta_last", 1)] == row[("last", 1)] - row[("last", 0)]
+    assert table.index[0][0] == "conflict"
+    levels = dict(verdict_levels([a, b]))
+    assert levels["conflict"] == ["alert", "ok"] and verdict_change("alert", "ok") == "better"
+    assert verdict_change("no data", "ok") == "not comparable"
+
+
+def test_settings_diff_shows_the_learning_rate(synthetic_run: Path, calm_run: Path, fast_run: Path) -> None:
+    diff, same = settings_diff([open_run(p) for p in (synthetic_run, calm_run, fast_run)])
+    assert list(diff.index) == ["lr (group 0)"]  # momentum, command, recording config: the same
+    assert diff.loc["lr (group 0)", 0].startswith("0.1 → ") and diff.loc["lr (group 0)", 2].startswith("1 → ")
+    assert same > 5
+
+
+def test_layer_detail_orders_layers_by_change(synthetic_run: Path, fast_run: Path) -> None:
+    analyses = [analyze_run(open_run(p)) for p in (synthetic_run, fast_run)]
+    detail = layer_detail(analyses, "noise", "b_simple", limit=1)
+    assert len(detail) == 1 and set(detail.columns) == {0, 1, "delta_1"}
+
+
+def test_three_runs_config_diff_and_failing_rule_exit_1(synthetic_run: Path, calm_run: Path,
+                                                       fast_run: Path) -> None:
+    """Must show (issue 17): three runs, the settings that differ first, a failing
+    --fail-on rule exits 1 (spawned as a user runs it, output piped: 80 columns)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    command = [sys.executable, "-m", "gradscope", "compare", str(synthetic_run), str(calm_run),
+               str(fast_run), "--fail-on", "noise.b_simple.max < 30",
+               "--fail-on", "verdict.stability != alert",
+               "--no-color"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    out = done.stdout
+    assert out.index("settings that differ") < out.index("verdicts") < out.index("metrics: last value")
+    assert "lr (group 0)" in out and "1 → 0.4963" in out
+    assert "fail: noise.b_simple.max < 30 on C" in out
+    assert "per layer" in out and "ΔC" in out
+    assert max(len(line) for line in out.splitlines()) <= 80 and "..." not in out
+
+
+def test_passing_rules_exit_0_and_typo_exit_2(synthetic_run: Path, calm_run: Path) -> None:
+    runs = ["compare", str(synthetic_run), str(calm_run), "--fail-on"]
+    code, out, _ = run_main([*runs, "stability.nonfinite.max == 0"])
+    assert code == 0 and "pass" in out
+    code, _, err = run_main([*runs, "noise.bsimple < 3"])
+    assert code == 2 and "unknown metric noise.bsimple (did you mean noise.b_simple?)" in err
+
+
+def test_one_run_is_a_usage_error(synthetic_run: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "gradscope", "compare", str(synthetic_run)],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "at least two runs" in done.stderr
 
 
 def test_cli_compare_with_html(synthetic_run: Path, calm_run: Path, tmp_path: Path) -> None:

@@ -51,4 +51,4 @@ def test_unknown_family_is_exit_2(synthetic_run: Path) -> None:
     from tests.report.test_check import run_main
 
     code, _, err = run_main(["metrics", str(synthetic_run), "--family", "nope"])
-    assert code == 2 and "unknown metric family 'nope'" in err
+    assert code == 2 and "'nope' is not one of 'conflict'" in err  # typer's choices

@@ -11,7 +11,7 @@ import tomllib
 from gradscope.analysis import thresholds
 from gradscope.report.check import load_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "gradscope" / "configs"
 _NUMBER = re.compile(r"\s*[-+]?(?:inf|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)$")
 _NAME = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\bVANISH\b|\bEXPLODE\b")
 _BARE_NUMBER = re.compile(r"(?<![\w.~])[-+]?\d+(\.\d+)?e-?\d+|(?<![\w\-.])-0\.\d")
