@@ -2,9 +2,10 @@
 
 ``analyze`` is pure: it reads the DataFrames it is handed (columns of the Arrow schemas in
 gradscope/store/schema.py; any table or column may be missing) and never imports torch.
-Multi-rank runs: only the lowest rank present is analysed (per-rank tables repeat the
-model; their samples differ). Streaming over shards is the reader's job; SAMPLES is
-reduced by gradscope.analysis.samples, as it streams or here when handed whole.
+Multi-rank runs (DDP) are combined over the global batch by gradscope.analysis.ranks:
+steps once, every rank's samples, S1 from the all-reduced gradient. Streaming over shards
+is the reader's job; SAMPLES is reduced by gradscope.analysis.samples, as it streams or
+here when handed whole.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alig
 from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.noise import noise_metrics, noise_verdict
+from gradscope.analysis.ranks import combine, lowest_rank
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.stability import stability_metrics, stability_verdict
 from gradscope.analysis.types import (
@@ -111,12 +113,6 @@ def _profile_reason(verdict: Verdict, meta: Mapping[str, Any]) -> Verdict:
     return replace(verdict, summary=f"no data: {why}", reason=PROFILE)
 
 
-def _lowest_rank(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    if frame is None or "rank" not in frame.columns or not len(frame):
-        return frame
-    return frame[frame["rank"] == frame["rank"].min()]
-
-
 def head_layer(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> str | None:
     """The output head: meta["head"], else the last entry of meta["layers"] (names or
     dicts with "name"), else the last layer of the first recorded step in LAYERS order."""
@@ -150,7 +146,7 @@ def _epochs(meta: Mapping[str, Any]) -> Mapping[int, int] | None:
 def sample_options(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> dict[str, Any]:
     """SampleReducer's arguments for the lowest rank: its LAYERS rows, and the head,
     epochs and window that meta.json gives (see ``analyze``)."""
-    layers = _lowest_rank(layers)
+    layers = lowest_rank(layers)
     window = int(meta.get("steps_per_epoch") or DEFAULT_WINDOW)
     return {"layers": layers, "head": head_layer(layers, meta), "epochs": _epochs(meta), "window": window}
 
@@ -201,7 +197,7 @@ def analyze_tables(
     with ``raise_errors`` (default: environment GRADSCOPE_RAISE=1), the error propagates.
     """
     meta = meta or {}
-    data = {name: _lowest_rank(frame) for name, frame in tables.items()}
+    data = combine(tables, meta)
     steps = data.get("steps")
     recorded = int(steps["step"].nunique()) if steps is not None and "step" in steps.columns else 0
     gap = run_gap(steps, meta)

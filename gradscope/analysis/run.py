@@ -15,16 +15,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gradscope.analysis.engine import Analysis, analyze_tables, sample_options
+from gradscope.analysis.ranks import merged_batches
 from gradscope.analysis.samples import SampleReducer, SampleSummary
 from gradscope.store.reader import Run
 from gradscope.store.schema import TABLES
 
 # The columns analysis/ reads from each table (a projection: the reader skips the rest).
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
-    "steps": ("step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded"),
+    "steps": ("step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded", "per_sample_scale"),
     "layers": (
         "step", "rank", "layer", "grad_norm", "weight_norm", "update_norm",
-        "init_distance", "nonfinite", "sum_norm2",
+        "init_distance", "nonfinite", "sum_norm2", "local_norm2",
     ),
     "samples": ("step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "group", "sketch"),
     "gram": TABLES["gram"].names,
@@ -36,8 +37,8 @@ BATCH_ROWS = 65_536
 
 def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFrame], SampleSummary | None]:
     """Every table the run has but SAMPLES, projected to ANALYSIS_COLUMNS (absent tables
-    left out), and SAMPLES of the lowest rank reduced batch by batch to a SampleSummary
-    (None without SAMPLES), never held whole."""
+    left out), and SAMPLES of every rank (merged in step order, gradscope.analysis.ranks)
+    reduced batch by batch to a SampleSummary (None without SAMPLES), never held whole."""
     present = [name for name in ANALYSIS_COLUMNS if run.has(name)]
     show = progress and sys.stderr.isatty()
     columns = [TextColumn("reading {task.description:<12}"), BarColumn(), MofNCompleteColumn(),
@@ -46,10 +47,12 @@ def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFram
     summary = None
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar:
         for name in present:
-            rank = run.ranks(name)[0] if name == "samples" else None
-            task = bar.add_task(name, total=run.count(name, rank))
-            batches = run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS, rank)
+            task = bar.add_task(name, total=run.count(name))
+            batches = run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS)
             if name == "samples":
+                ranks = run.ranks(name)
+                streams = [run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS, r) for r in ranks]
+                batches = merged_batches(streams) if len(streams) > 1 else batches
                 reducer = SampleReducer(**sample_options(tables.get("layers"), run.meta))
                 for batch in batches:
                     reducer.add(batch)
