@@ -21,6 +21,7 @@ import pandas as pd
 from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alignment_verdict
 from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
+from gradscope.analysis.ddp_noise import ddp_noise_rows
 from gradscope.analysis.noise import noise_metrics, noise_verdict
 from gradscope.analysis.ranks import combine, lowest_rank
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
@@ -158,7 +159,8 @@ def _usable(summary: SampleSummary | None) -> SampleSummary | None:
 
 
 def _families(
-    tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None
+    tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None,
+    raw: Mapping[str, pd.DataFrame | None],
 ) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
     steps, layers = tables.get("steps"), tables.get("layers")
     gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
@@ -166,7 +168,8 @@ def _families(
         "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, _usable(summary)), conflict_verdict),
         "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
-        "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
+        "noise": (lambda: concat_rows([noise_metrics(layers, _usable(summary), gram),
+                                       ddp_noise_rows(raw.get("layers"), raw.get("steps"))]), noise_verdict),
         "stability": (
             lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
             stability_verdict,
@@ -208,7 +211,7 @@ def analyze_tables(
     if samples is None and data.get("samples") is not None:
         samples = summarize(data["samples"], **sample_options(data.get("layers"), meta))
     parts, verdicts = [], []
-    for family, (compute, judge) in _families(data, samples).items():
+    for family, (compute, judge) in _families(data, samples, tables).items():
         try:
             rows = compute()
             verdict = _profile_reason(judge(rows), meta)
