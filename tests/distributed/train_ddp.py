@@ -29,7 +29,8 @@ torch.set_default_dtype(torch.float64)
 
 data = torch.Generator().manual_seed(1)
 inputs = torch.randn(args.samples, 6, generator=data)
-dataset = TensorDataset(inputs, torch.randint(0, 3, (args.samples,), generator=data))
+targets = (inputs @ torch.randn(6, 3, generator=data)).argmax(dim=1)  # learnable: B_simple is defined
+dataset = TensorDataset(inputs, targets)
 
 
 def make_model() -> nn.Module:
