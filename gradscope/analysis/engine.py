@@ -23,7 +23,7 @@ from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, c
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.ddp_noise import ddp_noise_rows
 from gradscope.analysis.noise import noise_metrics, noise_verdict
-from gradscope.analysis.ranks import combine, lowest_rank
+from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.stability import stability_metrics, stability_verdict
 from gradscope.analysis.types import (
@@ -214,7 +214,7 @@ def analyze_tables(
     for family, (compute, judge) in _families(data, samples, tables).items():
         try:
             rows = compute()
-            verdict = _profile_reason(judge(rows), meta)
+            verdict = ranks_reason(_profile_reason(judge(rows), meta), tables.get("steps"), meta)
         except Exception as error:  # noqa: BLE001  (any failure becomes a loud FAILED verdict)
             if _raise_errors(raise_errors):
                 raise

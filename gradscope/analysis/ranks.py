@@ -27,12 +27,15 @@ those of the lowest rank (cross-rank task dot products are not recorded).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from gradscope.analysis.types import NO_DATA, Verdict
 
 MICRO_STRIDE = 10_000  # micro index of rank r's micro-batch k: MICRO_STRIDE * r + k
 PER_RANK_TABLES = ("samples", "gram")  # rows of every rank are used
@@ -195,3 +198,25 @@ def combine(tables: Mapping[str, pd.DataFrame | None], meta: Mapping[str, Any]) 
         else:
             out[name] = lowest_rank(frame)
     return out
+
+
+PER_SAMPLE_FAMILIES = ("coherence", "noise", "alignment")
+S1_FAMILIES = ("coherence", "noise")  # those that need S1 of the global batch
+
+
+def ranks_reason(verdict: Verdict, steps: pd.DataFrame | None, meta: Mapping[str, Any]) -> Verdict:
+    """A no-data per-sample verdict of a multi-process run: say when distributed training
+    is why (FSDP shards, a DDP communication hook, ranks with unequal batches)."""
+    if verdict.level != NO_DATA or verdict.family not in PER_SAMPLE_FAMILIES:
+        return verdict
+    card = meta.get("distributed")
+    card = card if isinstance(card, Mapping) else {}
+    notes = [str(n) for n in card.get("not_covered") or []]
+    uneven = uneven_steps(steps)
+    all_steps = steps["step"].nunique() if steps is not None and "step" in steps else 0
+    if uneven and len(uneven) == all_steps and verdict.family in S1_FAMILIES:
+        notes.append("DDP ranks had different batch sizes at every step: the all-reduced mean of local "
+                     "means weighs samples unequally, so S1 of the global batch is not observed")
+    if not notes:
+        return verdict
+    return replace(verdict, summary=f"no data: {notes[0]} (docs/distributed.md)")

@@ -80,8 +80,9 @@ class Distributed:
             self._comm_hook = self._comm_hook or bool(getattr(module, "_comm_hooks", None))
             return
         fsdp = _fsdp_types()
-        if fsdp and isinstance(module, fsdp):
-            self._wrappers.add(type(module).__name__)
+        if fsdp and isinstance(module, fsdp):  # fully_shard makes a class FSDP<Name> per module class
+            name = type(module).__name__
+            self._wrappers.add(name if name == "FullyShardedDataParallel" else "FSDP (fully_shard)")
 
     def arm(self) -> None:
         """Before a recorded backward: hook every parameter a seen DDP module reduces."""

@@ -3,6 +3,7 @@ the same global batch (float64, 1e-6): plain steps, no_sync() accumulation, a sh
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from gradscope.analysis.run import analyze_run
 from gradscope.store.reader import open_run
-from tests.e2e.harness import gradscope, run_recorded
+from tests.e2e.harness import gradscope, run_plain, run_recorded
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = str(HERE / "train_ddp.py")
@@ -92,3 +93,16 @@ def test_local_norm2_is_the_ranks_own_gradient(tmp_path):
     gram = run.table("gram")
     gram_sum = gram.set_index(["step", "rank", "layer"])["values"].map(lambda v: float(np.sum(v)))
     pd.testing.assert_series_equal(local.sort_index(), gram_sum.sort_index(), check_names=False, rtol=1e-9)
+
+
+def test_fsdp_is_detected_and_marked_not_covered(tmp_path):
+    command = [TORCHRUN, "--nproc-per-node", "2", str(HERE / "train_fsdp.py")]
+    plain = run_plain(command, tmp_path, cwd=HERE)
+    recorded = run_recorded(command, tmp_path / "run", tmp_path, cwd=HERE)
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    lines = [sorted(re.findall(r"rank \d step \d loss [\d.]+", r.stdout)) for r in (plain, recorded)]
+    assert lines[0] == lines[1] and len(lines[0]) == 6, "the two ranks print interleaved"
+    card = open_run(tmp_path / "run").meta["distributed"]
+    assert card["wrappers"] == ["FSDP (fully_shard)"] and "FSDP shards" in card["not_covered"][0]
+    report = gradscope("report", "--no-color", str(tmp_path / "run")).stdout
+    assert "not covered: FSDP shards" in report and "no data: FSDP shards" in report
