@@ -150,11 +150,16 @@ def combine_steps(steps: pd.DataFrame) -> pd.DataFrame:
 
 def uneven_steps(steps: pd.DataFrame | None) -> set[int]:
     """Steps whose ranks' per-sample factors f differ (or, f unknown, their batch sizes):
-    DDP's mean of local gradients then weighs samples unequally (module docstring)."""
+    DDP's mean of local gradients then weighs samples unequally (module docstring); and
+    steps that some rank did not record (DDP ``Join``: the divisor is not known)."""
     if steps is None or len(ranks_of(steps)) < 2 or "step" not in steps.columns:
         return set()
     uneven: set[int] = set()
+    every = len(ranks_of(steps))
     for step, block in steps.groupby("step"):
+        if block["rank"].nunique() < every:  # a rank took no part (DDP Join): the average is unknown
+            uneven.add(int(step))
+            continue
         scales = block["per_sample_scale"].astype(float) if "per_sample_scale" in block else None
         if scales is not None and scales.notna().all():
             differ = not np.allclose(scales, scales.iloc[0], rtol=1e-12, atol=0.0)

@@ -87,3 +87,13 @@ def test_merged_batches_keep_step_order_and_distinct_micro():
     assert merged.column("step").to_pylist() == sorted(merged.column("step").to_pylist())
     assert set(merged.column("micro").to_pylist()) == {0, MICRO_STRIDE}
     assert merged.num_rows == 10
+
+
+def test_a_comm_hook_or_a_missing_rank_hides_s1():
+    steps = _steps({0: [8, 8], 1: [8, 8]})
+    layers = _layers({(0, 0): (1.0, 0.5), (0, 1): (2.0, 0.5), (1, 0): (1.0, 0.5), (1, 1): (2.0, 0.5)})
+    meta = {"distributed": {"world_size": 2, "comm_hook": True}}
+    hooked = combine({"steps": steps, "layers": layers}, meta)
+    assert hooked["layers"]["sum_norm2"].isna().all()
+    joined = steps[~((steps["step"] == 1) & (steps["rank"] == 1))]  # rank 1 had no data left
+    assert uneven_steps(joined) == {1}
