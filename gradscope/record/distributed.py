@@ -54,12 +54,24 @@ def _fsdp_types() -> tuple[type, ...]:
     return tuple(found)
 
 
+def _kind(module: torch.nn.Module) -> str | None:
+    """"DistributedDataParallel", an FSDP label, or None for any other module."""
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return "DistributedDataParallel"
+    fsdp = _fsdp_types()
+    if fsdp and isinstance(module, fsdp):  # fully_shard makes a class FSDP<Name> per module class
+        name = type(module).__name__
+        return name if name == "FullyShardedDataParallel" else "FSDP (fully_shard)"
+    return None
+
+
 class Distributed:
     """DDP / FSDP modules seen in this process, and the local gradient norms of a backward."""
 
     def __init__(self) -> None:
         self._ddp: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
         self._wrappers: set[str] = set()
+        self._kinds: dict[type, str | None] = {}
         self._comm_hook = False
         self._handles: list[Any] = []
         self._local: dict[int, torch.Tensor] = {}
@@ -71,18 +83,17 @@ class Distributed:
         return bool(self._ddp)
 
     def module_seen(self, module: torch.nn.Module) -> None:
-        """Called on each module forward: remember DDP and FSDP wrappers."""
-        ddp = torch.nn.parallel.DistributedDataParallel
-        if isinstance(module, ddp):
-            if module not in self._ddp:
-                self._ddp.add(module)
-                self._wrappers.add("DistributedDataParallel")
-            self._comm_hook = self._comm_hook or bool(getattr(module, "_comm_hooks", None))
+        """Called on each module forward: remember DDP and FSDP wrappers (one dict look-up per
+        call once the module's class is known)."""
+        kind = self._kinds.get(type(module), "")
+        if kind == "":
+            kind = self._kinds[type(module)] = _kind(module)
+        if kind is None:
             return
-        fsdp = _fsdp_types()
-        if fsdp and isinstance(module, fsdp):  # fully_shard makes a class FSDP<Name> per module class
-            name = type(module).__name__
-            self._wrappers.add(name if name == "FullyShardedDataParallel" else "FSDP (fully_shard)")
+        self._wrappers.add(kind)
+        if kind == "DistributedDataParallel":
+            self._ddp.add(module)
+            self._comm_hook = self._comm_hook or bool(getattr(module, "_comm_hooks", None))
 
     def arm(self) -> None:
         """Before a recorded backward: hook every parameter a seen DDP module reduces."""
