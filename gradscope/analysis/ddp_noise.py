@@ -80,9 +80,12 @@ def ddp_moments(layers: pd.DataFrame | None, steps: pd.DataFrame | None) -> pd.D
 def ddp_noise_rows(
     layers: pd.DataFrame | None, steps: pd.DataFrame | None, *, decay: float = 0.9
 ) -> pd.DataFrame:
-    """noise.b_simple_ddp (EMA-smoothed) and noise.b_simple_ddp_raw per layer and model."""
+    """noise.b_simple_ddp (EMA-smoothed) and noise.b_simple_ddp_raw per layer and model, and
+    noise.masked_uneven_ranks (value 1) at the steps whose S1 of the global batch is not
+    observed (``ranks.uneven_steps``)."""
     moments = ddp_moments(layers, steps)
-    parts = []
+    uneven = pd.DataFrame({"step": sorted(uneven_steps(steps)), "value": 1.0})
+    parts = [tidy(uneven, "masked_uneven_ranks", "value")]
     for layer, block in moments.sort_values("step").groupby("layer", sort=True):
         g2, trace = local_global(block["small"], block["big"], block["batch"], block["world"])
         frame = block.assign(b_simple_ddp=b_simple(ema(trace, decay), ema(g2, decay)),

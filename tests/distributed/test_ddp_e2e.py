@@ -64,7 +64,8 @@ def test_ddp_metrics_equal_one_process_on_the_global_batch(tmp_path):
     assert (local[0] != local[1]).all() and local.notna().all().all()
     report = gradscope("report", "--no-color", str(ddp))
     assert report.returncode == 0, report.stderr
-    assert "3 steps × 2 ranks" in report.stdout and "global batch 16" in report.stdout
+    assert "3 steps × 2 ranks" in report.stdout and "global batch 16 (8 per rank)" in report.stdout
+    assert "loss rank 0" in report.stdout and "loss rank 1" in report.stdout
 
 
 def test_no_sync_accumulation(tmp_path):

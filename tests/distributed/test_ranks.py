@@ -63,6 +63,8 @@ def test_uneven_ranks_are_named_and_their_s1_left_out():
     raw = noise[(noise["name"] == "b_simple_ddp_raw") & (noise["scope"] == "model")]
     raw = raw.set_index("step")["value"]
     assert np.isnan(raw[1])
+    masked = noise[noise["name"] == "masked_uneven_ranks"]
+    assert masked["step"].tolist() == [1] and masked["value"].tolist() == [1.0]
 
 
 def test_sum_losses_with_uneven_batches_stay_exact():
