@@ -48,9 +48,9 @@ def local_global(small: np.ndarray, big: np.ndarray, batch: np.ndarray, world: n
 
 def _per_layer(layers: pd.DataFrame, column: str) -> pd.DataFrame:
     """Sum of ``column`` per (step, rank, layer), NaN when any parameter's value is NaN."""
-    frame = layers.assign(_v=layers[column].astype(float))
-    grouped = frame.groupby(["step", "rank", "layer"], sort=True)["_v"]
-    out = grouped.sum().where(~grouped.apply(lambda v: v.isna().any()))
+    frame = layers.assign(_v=layers[column].astype(float), _nan=layers[column].isna())
+    grouped = frame.groupby(["step", "rank", "layer"], sort=True)
+    out = grouped["_v"].sum().where(~grouped["_nan"].any())
     return out.rename(column).reset_index()
 
 
