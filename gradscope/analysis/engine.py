@@ -2,9 +2,10 @@
 
 ``analyze`` is pure: it reads the DataFrames it is handed (columns of the Arrow schemas in
 gradscope/store/schema.py; any table or column may be missing) and never imports torch.
-Multi-rank runs: only the lowest rank present is analysed (per-rank tables repeat the
-model; their samples differ). Streaming over shards is the reader's job; SAMPLES is
-reduced by gradscope.analysis.samples, as it streams or here when handed whole.
+Multi-rank runs (DDP) are combined over the global batch by gradscope.analysis.ranks:
+steps once, every rank's samples, S1 from the all-reduced gradient. Streaming over shards
+is the reader's job; SAMPLES is reduced by gradscope.analysis.samples, as it streams or
+here when handed whole.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import pandas as pd
 from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alignment_verdict
 from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
+from gradscope.analysis.ddp_noise import ddp_noise_rows
 from gradscope.analysis.noise import noise_metrics, noise_verdict
+from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.schedule import SCHEDULE_NAMES, schedule_metrics
 from gradscope.analysis.stability import stability_metrics, stability_verdict
@@ -112,12 +115,6 @@ def _profile_reason(verdict: Verdict, meta: Mapping[str, Any]) -> Verdict:
     return replace(verdict, summary=f"no data: {why}", reason=PROFILE)
 
 
-def _lowest_rank(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    if frame is None or "rank" not in frame.columns or not len(frame):
-        return frame
-    return frame[frame["rank"] == frame["rank"].min()]
-
-
 def head_layer(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> str | None:
     """The output head: meta["head"], else the last entry of meta["layers"] (names or
     dicts with "name"), else the last layer of the first recorded step in LAYERS order."""
@@ -151,7 +148,7 @@ def _epochs(meta: Mapping[str, Any]) -> Mapping[int, int] | None:
 def sample_options(layers: pd.DataFrame | None, meta: Mapping[str, Any]) -> dict[str, Any]:
     """SampleReducer's arguments for the lowest rank: its LAYERS rows, and the head,
     epochs and window that meta.json gives (see ``analyze``)."""
-    layers = _lowest_rank(layers)
+    layers = lowest_rank(layers)
     window = int(meta.get("steps_per_epoch") or DEFAULT_WINDOW)
     return {"layers": layers, "head": head_layer(layers, meta), "epochs": _epochs(meta), "window": window}
 
@@ -163,7 +160,8 @@ def _usable(summary: SampleSummary | None) -> SampleSummary | None:
 
 
 def _families(
-    tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None
+    tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None,
+    raw: Mapping[str, pd.DataFrame | None],
 ) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
     steps, layers = tables.get("steps"), tables.get("layers")
     gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
@@ -171,7 +169,8 @@ def _families(
         "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, _usable(summary)), conflict_verdict),
         "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
-        "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
+        "noise": (lambda: concat_rows([noise_metrics(layers, _usable(summary), gram),
+                                       ddp_noise_rows(raw.get("layers"), raw.get("steps"))]), noise_verdict),
         "stability": (
             lambda: concat_rows([
                 stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
@@ -205,7 +204,7 @@ def analyze_tables(
     with ``raise_errors`` (default: environment GRADSCOPE_RAISE=1), the error propagates.
     """
     meta = meta or {}
-    data = {name: _lowest_rank(frame) for name, frame in tables.items()}
+    data = combine(tables, meta)
     steps = data.get("steps")
     recorded = int(steps["step"].nunique()) if steps is not None and "step" in steps.columns else 0
     gap = run_gap(steps, meta)
@@ -216,10 +215,10 @@ def analyze_tables(
     if samples is None and data.get("samples") is not None:
         samples = summarize(data["samples"], **sample_options(data.get("layers"), meta))
     parts, verdicts = [], []
-    for family, (compute, judge) in _families(data, samples).items():
+    for family, (compute, judge) in _families(data, samples, tables).items():
         try:
             rows = compute()
-            verdict = _profile_reason(judge(rows), meta)
+            verdict = ranks_reason(_profile_reason(judge(rows), meta), tables.get("steps"), meta)
         except Exception as error:  # noqa: BLE001  (any failure becomes a loud FAILED verdict)
             if _raise_errors(raise_errors):
                 raise

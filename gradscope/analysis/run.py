@@ -9,12 +9,15 @@ so its memory stays bounded. A run that lacks a table (a minimal profile has no
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gradscope.analysis.engine import Analysis, analyze_tables, sample_options
+from gradscope.analysis.ranks import merged_batches, ranks_of
 from gradscope.analysis.samples import SampleReducer, SampleSummary
 from gradscope.store.reader import Run
 from gradscope.store.schema import TABLES
@@ -23,10 +26,11 @@ from gradscope.store.schema import TABLES
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": (
         "step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded", "optimizer", "hparams",
+        "per_sample_scale",
     ),
     "layers": (
         "step", "rank", "layer", "grad_norm", "weight_norm", "update_norm",
-        "init_distance", "nonfinite", "sum_norm2",
+        "init_distance", "nonfinite", "sum_norm2", "local_norm2",
     ),
     "samples": ("step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "group", "sketch"),
     "gram": TABLES["gram"].names,
@@ -36,10 +40,22 @@ ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
 BATCH_ROWS = 65_536
 
 
+def _batches(run: Run, name: str, multi_rank: bool) -> tuple[int, Iterator[pa.RecordBatch | pa.Table]]:
+    """(row count, record batches) of a table; SAMPLES of every rank of a multi-rank run,
+    merged in step order (gradscope.analysis.ranks), else of the lowest rank."""
+    if name != "samples":
+        return run.count(name), run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS)
+    ranks = run.ranks(name) if multi_rank else run.ranks(name)[:1]
+    streams = [run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS, r) for r in ranks]
+    total = sum(run.count(name, r) for r in ranks)
+    return total, streams[0] if len(streams) == 1 else merged_batches(streams)
+
+
 def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFrame], SampleSummary | None]:
     """Every table the run has but SAMPLES, projected to ANALYSIS_COLUMNS (absent tables
-    left out), and SAMPLES of the lowest rank reduced batch by batch to a SampleSummary
-    (None without SAMPLES), never held whole."""
+    left out), and SAMPLES (of every rank of a multi-rank run, merged in step order by
+    gradscope.analysis.ranks; else of the lowest rank) reduced batch by batch to a
+    SampleSummary (None without SAMPLES), never held whole."""
     present = [name for name in ANALYSIS_COLUMNS if run.has(name)]
     show = progress and sys.stderr.isatty()
     columns = [TextColumn("reading {task.description:<12}"), BarColumn(), MofNCompleteColumn(),
@@ -48,9 +64,8 @@ def read_tables(run: Run, progress: bool = False) -> tuple[dict[str, pd.DataFram
     summary = None
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar:
         for name in present:
-            rank = run.ranks(name)[0] if name == "samples" else None
-            task = bar.add_task(name, total=run.count(name, rank))
-            batches = run.record_batches(name, ANALYSIS_COLUMNS[name], BATCH_ROWS, rank)
+            total, batches = _batches(run, name, multi_rank=len(ranks_of(tables.get("steps"))) > 1)
+            task = bar.add_task(name, total=total)
             if name == "samples":
                 reducer = SampleReducer(**sample_options(tables.get("layers"), run.meta))
                 for batch in batches:

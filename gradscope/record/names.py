@@ -60,8 +60,9 @@ class ModuleNames:
 
     def add_root(self, root: nn.Module) -> bool:
         """Name ``root``'s tree unless known; returns True when a new root was added."""
-        if ORIG_MOD in root._modules:  # torch.compile(model): name the model, alias the wrapper
-            inner = root._modules[ORIG_MOD]
+        ddp = isinstance(root, nn.parallel.DistributedDataParallel)
+        if ORIG_MOD in root._modules or ddp:  # torch.compile(model), DDP(model): name the model
+            inner = root._modules["module" if ddp else ORIG_MOD]
             added = self.add_root(inner)
             if inner in self._modules:
                 self._modules[root] = self._modules[inner]

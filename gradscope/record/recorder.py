@@ -30,6 +30,7 @@ import torch
 from gradscope.record import active, persample, scalars
 from gradscope.record.config import RecordConfig
 from gradscope.record.coverage import NOT_STEPPED
+from gradscope.record.distributed import Distributed
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
@@ -56,6 +57,7 @@ class _Pending:
     batch_size: int = 0
     micro_stats: list[MicroStats] = field(default_factory=list)
     sum_norm2: dict[int, torch.Tensor] = field(default_factory=dict)  # id(param) -> |grad|^2
+    local_norm2: dict[int, torch.Tensor] = field(default_factory=dict)  # DDP: before the all-reduce
     manual: ManualStep | None = None  # no-optimizer bookkeeping of the last backward
     pre: dict[str, Any] | None = None  # optimizer pre-hook values
     groups: torch.Tensor | None = None
@@ -126,6 +128,7 @@ class Recorder(Callbacks):
         self._failures = FailureLog(self.run_dir, self.rank)
         self._card = RunCard(self.run_dir, self._names, self._engine, dirty=model is not None)
         self._epochs = EpochTracker()
+        self._dist = Distributed()
         self._active = False
 
     @property
@@ -226,6 +229,7 @@ class Recorder(Callbacks):
     # forward -------------------------------------------------------------------------
 
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        self._dist.module_seen(module)
         if not self._explicit_model and self._names.module(module) is None:
             self._card.layers_dirty |= self._names.add_root(module)
         if self._engine is not None and is_compiled(module):
@@ -255,6 +259,8 @@ class Recorder(Callbacks):
             self._close_manual_step(began.closed)
         scaled, self._scaled = self._scaled, None
         self._loss = loss_of(tensors, grad_tensors, scaled) if began.backward.record else None
+        if self._dist.active and began.backward.record and self._recorded():
+            self._measure("local gradients", self._dist.arm)()
         if self._engine is not None:
             scale = None if self._loss is None else self._loss.scale
             self._engine.grad_scale = None if scale is None else scale.reciprocal()
@@ -268,6 +274,7 @@ class Recorder(Callbacks):
         started = time.perf_counter()
         backward = self._steps.backward_ended()
         loss, self._loss = self._loss, None
+        local = self._dist.disarm() if self._dist.active else {}
         if not backward.record:
             if self._engine is not None:
                 self._engine.discard()
@@ -285,7 +292,7 @@ class Recorder(Callbacks):
         params = self._names.parameters() if recorded or not self._steps.optimizer_seen else []
         if recorded:
             self._collect_per_sample(backward, loss)
-            self._measure("sum_norm2", self._sum_norm2)(params, scale)
+            self._measure("sum_norm2", self._sum_norm2)(params, scale, local)
             if backward.closure_eval == 1 and pending.pre is not None:
                 grad_norms = self._measure("grad norms", scalars.grad_norms)
                 pending.pre["grad_norm"] = grad_norms(pending.pre["params"])
@@ -298,6 +305,7 @@ class Recorder(Callbacks):
         state so they never mix into the next backward's."""
         self._steps.backward_raised()
         self._loss = None
+        self._dist.disarm()
         if self._engine is not None:
             self._engine.discard()
         if self._steps.raised_total == 1:
@@ -321,13 +329,17 @@ class Recorder(Callbacks):
             pending.factors.append(collected.factor)
             pending.batch_size += collected.batch_size
 
-    def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None) -> None:
-        """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far."""
+    def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None, local: dict) -> None:
+        """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far (under
+        DDP the all-reduced gradient; ``local``: the rank's own, before the all-reduce)."""
         norms = scalars.grad_norms(params)
         if scale is not None:
             norms = norms / scale.to(norms.device, torch.float64)
         for param, value in zip(params, norms):
             self._pending.sum_norm2[id(param)] = value**2
+        for key, value in local.items():  # a param without a gradient now keeps its earlier value
+            unscale = 1.0 if scale is None else scale.to(value.device, torch.float64) ** -2
+            self._pending.local_norm2[key] = value * unscale
 
     # hand-written updates (no optimizer) -----------------------------------------------
 
@@ -431,11 +443,10 @@ class Recorder(Callbacks):
         started = time.perf_counter()
         pending = self._pending
         recorded = self._recorded(end.step) and not end.skipped and bool(per_param)
-        if recorded and pending.sum_norm2 and params:
-            nan = torch.full((), math.nan, dtype=torch.float64, device=params[0].device)
-            per_param["sum_norm2"] = torch.stack(
-                [pending.sum_norm2.get(id(p), nan).to(nan.device) for p in params]
-            )
+        for name, values in (("sum_norm2", pending.sum_norm2), ("local_norm2", pending.local_norm2)):
+            if recorded and values and params:
+                nan = torch.full((), math.nan, dtype=torch.float64, device=params[0].device)
+                per_param[name] = torch.stack([values.get(id(p), nan).to(nan.device) for p in params])
         now = time.perf_counter() - self._start
         scale, source = step_factor(pending.factors)
         record = StepRecord(
@@ -486,6 +497,7 @@ class Recorder(Callbacks):
             "torch_version": torch.__version__,
             "world_size": self.world_size,
             "steps": self.step,
+            "distributed": self._dist.card(),
         }
         if final:
             fields["failures"] = self._failures.entries

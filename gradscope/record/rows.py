@@ -157,6 +157,7 @@ class StepRecord:
             "init_distance": per_param.get("init_distance", nan),
             "nonfinite": ~np.isfinite(grad),
             "sum_norm2": per_param.get("sum_norm2", nan),
+            "local_norm2": per_param.get("local_norm2", nan),
         }
 
     def _sample_rows(self, micro_values: list[list[Any]]) -> tuple[Rows, Rows]:

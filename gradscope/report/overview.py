@@ -40,13 +40,21 @@ def run_info(run: Run, steps: pd.DataFrame) -> RenderableType:
         f"sketch {config.get('sketch')}, world size {meta.get('world_size', 1)}"
     ))
     grid.add_row("steps", Text(_step_summary(steps)))
+    ranks = sorted(int(r) for r in steps["rank"].unique()) if "rank" in steps and len(steps) else []
+    if len(ranks) > 1 or isinstance(meta.get("distributed"), dict):
+        grid.add_row("distributed", distributed_summary(meta, steps, ranks))
     return Panel(grid, title="gradscope run", border_style="cyan")
 
 
 def _step_summary(steps: pd.DataFrame) -> str:
+    """Steps counted once: a DDP run's ranks each write a row per step."""
     if steps.empty:
         return "none recorded"
-    text = f"{len(steps)} ({int(steps['recorded'].sum())} with per-layer statistics"
+    ranks = steps["rank"].nunique() if "rank" in steps else 1
+    if ranks > 1:
+        steps = steps[steps["rank"] == steps["rank"].min()]
+    count = f"{len(steps)} steps × {ranks} ranks" if ranks > 1 else f"{len(steps)}"
+    text = f"{count} ({int(steps['recorded'].sum())} with per-layer statistics"
     skipped = int(steps["skipped"].sum())
     if skipped:
         text += f", {skipped} skipped by the GradScaler"
@@ -57,14 +65,44 @@ def _step_summary(steps: pd.DataFrame) -> str:
     return text + ")"
 
 
+def distributed_summary(meta: dict, steps: pd.DataFrame, ranks: list[int]) -> Text:
+    """Backend, ranks, the global batch per step (sum over ranks) and what is not covered."""
+    card = meta.get("distributed") if isinstance(meta.get("distributed"), dict) else {}
+    wrappers = ", ".join(card.get("wrappers") or []) or "no DDP module seen"
+    text = Text(f"{wrappers} ({card.get('backend', '?')}), world size {card.get('world_size', len(ranks))}, "
+                f"ranks {', '.join(map(str, ranks))}")
+    if "batch_size" in steps and len(ranks) > 1:
+        sizes = steps.groupby("step")["batch_size"]
+        known = sizes.min() > 0
+        total, per_rank = sizes.sum()[known], steps[steps["batch_size"] > 0]["batch_size"]
+        if len(total):
+            text.append(f"; global batch {_range(total)} ({_range(per_rank)} per rank)")
+    for note in card.get("not_covered") or []:
+        text.append(f"\nnot covered: {note}", style="yellow")
+    return text
+
+
+def _range(values: pd.Series) -> str:
+    low, high = int(values.min()), int(values.max())
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def loss_curve(steps: pd.DataFrame, width: int = 80) -> RenderableType:
+    """The loss per step; a multi-rank run draws one line per rank (their batches differ)."""
+    if "rank" in steps and steps["rank"].nunique() > 1:
+        lines = [_loss_line(block, width, f"loss rank {rank}  ") for rank, block in steps.groupby("rank")]
+        return Group(*lines)
+    return _loss_line(steps, width, "loss  ")
+
+
+def _loss_line(steps: pd.DataFrame, width: int, label: str) -> RenderableType:
     loss = steps.sort_values("step")["loss"].to_numpy(dtype=float)
     finite = loss[np.isfinite(loss)]
     if finite.size == 0:
         return Text("loss: not recorded (no scalar loss was seen)", style="dim")
     stats = f"  first {finite[0]:.4g}  last {finite[-1]:.4g}  min {finite.min():.4g}"
-    line = Text("loss  ")
-    line.append(sparkline(list(loss), max(8, min(60, width - 6 - len(stats)))), style="cyan")
+    line = Text(label)
+    line.append(sparkline(list(loss), max(8, min(60, width - len(label) - len(stats)))), style="cyan")
     line.append(stats)
     return line
 
@@ -75,6 +113,8 @@ def layer_table(layers: pd.DataFrame, width: int = 80) -> RenderableType:
     folded to ``width`` (layout.py)."""
     if layers.empty:
         return Text("per-layer statistics: none recorded", style="dim")
+    if "rank" in layers:  # DDP ranks hold the same weights and all-reduced gradients
+        layers = layers[layers["rank"] == layers["rank"].min()]
     frames = [(str(layer) or "(root)", frame.sort_values("step"))
               for layer, frame in layer_norms(layers).groupby("layer", sort=False)]
     headers = {"grad_norm": "grad norm", "weight_norm": "weight norm", "update_norm": "update norm",
@@ -107,6 +147,8 @@ def _span(values: np.ndarray) -> Text:
 
 def learning_rates(steps: pd.DataFrame, width: int = 80) -> RenderableType:
     series: dict[str, list[float]] = {}
+    if "rank" in steps and len(steps):  # every rank steps the same optimizer: once
+        steps = steps[steps["rank"] == steps["rank"].min()]
     for text in steps.sort_values("step")["hparams"]:
         for index, group in enumerate(json.loads(text or "[]")):
             lr = group.get("lr")

@@ -60,6 +60,9 @@ LAYERS = pa.schema(
         # ||sum_i c_i||^2 = ||p.grad||^2 (unscaled) at the end of the step's last recorded
         # backward (before clipping); NaN when unknown. v1: f^2 times that
         ("sum_norm2", pa.float64()),
+        # DDP: ||sum_i c_i||^2 of this rank's own samples, before the all-reduce (sum_norm2 is
+        # then the all-reduced gradient's); NaN when not under DDP or unknown
+        ("local_norm2", pa.float64()),
     ]
 )
 
@@ -128,7 +131,7 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 # Columns a run of an older format may lack: the reader fills them with nulls.
-ADDED: dict[str, dict[str, int]] = {"steps": {"per_sample_scale_source": 2}}
+ADDED: dict[str, dict[str, int]] = {"steps": {"per_sample_scale_source": 2}, "layers": {"local_norm2": 2}}
 
 def type_mismatch(actual: pa.Schema, expected: pa.Schema, added: Collection[str] = ()) -> str | None:
     """Why a shard's columns do not match the table's schema (None when they do).

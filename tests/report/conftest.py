@@ -25,6 +25,8 @@ GRADSCOPE = Path(sys.executable).parent / "gradscope"  # the console script
 def _write(run: Path, table: str, rows: dict[str, list]) -> None:
     folder = run / table / "rank-0"
     folder.mkdir(parents=True, exist_ok=True)
+    count = max((len(v) for v in rows.values()), default=0)
+    rows = {n: v if len(v) == count else [None] * count for n, v in rows.items()}  # columns not drawn: null
     pq.write_table(pa.table(rows, schema=TABLES[table]), folder / "part-000000.parquet")
 
 
