@@ -21,6 +21,7 @@ from gradscope.analysis.alignment import DEFAULT_WINDOW, alignment_metrics, alig
 from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, concat_rows
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.noise import noise_metrics, noise_verdict
+from gradscope.analysis.oscillation import grad_autocorr_rows, update_oscillation_rows
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.stability import stability_metrics, stability_verdict
 from gradscope.analysis.types import (
@@ -161,6 +162,11 @@ def _usable(summary: SampleSummary | None) -> SampleSummary | None:
     return summary
 
 
+def _sketch_moments(summary: SampleSummary | None) -> pd.DataFrame | None:
+    usable = _usable(summary)
+    return usable.sketch_moments if usable is not None else None
+
+
 def _families(
     tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None
 ) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
@@ -168,11 +174,14 @@ def _families(
     gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
     return {
         "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, _usable(summary)), conflict_verdict),
-        "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
+        "coherence": (lambda: concat_rows([coherence_metrics(layers, _usable(summary), gram),
+                                           grad_autocorr_rows(_sketch_moments(summary))]),
+                      coherence_verdict),
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
         "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
         "stability": (
-            lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+            lambda: concat_rows([stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+                                 update_oscillation_rows(layers)]),
             stability_verdict,
         ),
     }

@@ -5,6 +5,9 @@ of a small model, far more for a long one. No metric family needs it whole:
 
 - coherence and noise: S2 = sum_i |g_i|^2 per (step, layer) and m, the samples per step;
 - noise: the sketch moments per (step, layer) (gradscope.analysis.sketches);
+- micro-batch distance and group conflict without GRAM: sketch sums per (step, layer,
+  micro) for steps with several micro-batches, and per (step, layer, group) when the
+  script labelled groups (``sketches.sums_by``);
 - alignment: the mean GWA per (step, layer) and for the model, the head's central
   moments per epoch (the epoch score), its lowest scores (the most misaligned samples)
   and a bounded random sample of its scores per epoch (the distribution plot);
@@ -56,6 +59,9 @@ class SampleSummary:
     problem: str | None = None  # why the summary is unusable, when it is
     # step, rows: steps left out because a sample's norm2, weight_dot or sketch was inf/NaN
     nonfinite: pd.DataFrame = field(default_factory=lambda: empty_frame(["step", "rows"]))
+    # sketches.SUM_COLUMNS (layer a name; part the micro index or the group label)
+    micro_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
+    group_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
 
 
 @dataclass
@@ -130,6 +136,8 @@ class SampleReducer:
             groups=self._groups,
             problem=self._problem,
             nonfinite=self._frame("nonfinite", ["step", "rows"], by=["step"]),
+            micro_sketch=self._frame("micro_sketch", list(sketches.SUM_COLUMNS), by=["step", "layer", "part"]),
+            group_sketch=self._frame("group_sketch", list(sketches.SUM_COLUMNS), by=["step", "layer", "part"]),
         )
 
     def _reduce(self, table: pa.Table) -> None:
@@ -147,10 +155,13 @@ class SampleReducer:
         layer = self._layer_codes(table.column("layer"))
         cells, (cell_step, cell_layer) = _group(step, layer)
         labels = cell_step, np.asarray(self._names, dtype=object)[cell_layer]
+        keep, values = None, None
         if "sketch" in table.schema.names:
             table, keep, values = sketches.split(table)
             self._collect("sketch", sketches.moments(*labels, cells[keep], values))
         column = {name: table.column(name).to_numpy() for name in table.schema.names if name != "layer"}
+        if keep is not None and keep.any():
+            self._add_sketch_sums(step[keep], layer[keep], {k: v[keep] for k, v in column.items()}, values)
         if "norm2" in column:
             self._collect("s2", _cell_frame(labels, s2=np.bincount(cells, column["norm2"], len(cell_step))))
         if "micro" not in column or "sample" not in column:
@@ -163,6 +174,25 @@ class SampleReducer:
             self._add_groups(sample_step, sample_micro, sample_index, column["group"][first])
         if self._weights is not None and "weight_dot" in column and "norm2" in column:
             self._add_alignment(step, layer, (labels, cells), (samples, sample_step), column)
+
+    def _add_sketch_sums(
+        self, step: np.ndarray, layer: np.ndarray, column: dict[str, np.ndarray], values: np.ndarray
+    ) -> None:
+        """Sketch sums per micro-batch (steps with more than one) and per group (labelled
+        rows), the rows restricted to those with a usable sketch (``sketches.sums_by``)."""
+        names = np.asarray(self._names, dtype=object)
+        if "micro" in column:
+            micro = column["micro"].astype(np.int64)
+            pairs = np.unique(np.stack([step, micro], axis=1), axis=0)
+            present, micros = np.unique(pairs[:, 0], return_counts=True)
+            chosen = np.isin(step, present[micros > 1])
+            if chosen.any():
+                sums = sketches.sums_by(step[chosen], layer[chosen], micro[chosen], values[chosen])
+                self._collect("micro_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
+        if "group" in column and (column["group"] >= 0).any():
+            labelled = column["group"] >= 0
+            sums = sketches.sums_by(step[labelled], layer[labelled], column["group"][labelled], values[labelled])
+            self._collect("group_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
 
     def _finite_steps(self, table: pa.Table) -> pa.Table:
         """``table`` without the steps in which any row's norm2, weight_dot or sketch is
