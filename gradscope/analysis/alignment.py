@@ -8,7 +8,8 @@ Per sample i and layer l, with W_l the layer's weights BEFORE the optimizer step
 from SAMPLES.weight_dot = <g_i, W> and SAMPLES.norm2 = |g_i|^2, and ||W|| the layer norm
 (sqrt of the sum of squares of LAYERS.weight_norm over the layer's parameter rows). A
 zero gradient has no a_i (NaN, left out of every mean; gradscope.analysis.cosines). The
-model-level a_i uses the sums over layers of the dot and of the squared norms. The head (the layer the paper scores) is an explicit argument.
+model-level a_i uses the sums over layers of the dot and of the squared norms. The head
+(the layer the paper scores) is an explicit argument.
 
 Deviation from the paper: SAMPLES rows are per layer, so the head's W includes its bias
 when the recorder records the bias in the same layer row; the authors exclude the bias.

@@ -4,9 +4,10 @@ cross-loss dots (TASK_SAMPLES); group conflict from the per-sample Gram (GRAM + 
 Task cosines are batch-gradient cosines cos = G_ab / sqrt(G_aa G_bb) (PCGrad and GCond
 act on the batch gradients g_a, so that is the cosine they test; no epsilon:
 gradscope.analysis.cosines). Group cosines are signal cosines, with each sample's own
-terms left out (``group_rows``). A layer in which task a's gradient is exactly 0 holds parameters task a does not use (a task-specific
-head): it is excluded for every pair with a, so the model-level Gram of a pair sums only
-the layers both tasks reach. A pair with no such layer has no cosine (NaN).
+terms left out (``group_pair_rows``). A layer in which task a's gradient is exactly 0
+holds parameters task a does not use (a task-specific head): it is excluded for every
+pair with a, so the model-level Gram of a pair sums only the layers both tasks reach.
+A pair with no such layer has no cosine (NaN).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def mgda(gram: np.ndarray) -> tuple[float, np.ndarray]:
     size = gram.shape[0]
     if size == 2:
         denominator = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]
-        first = 0.5 if denominator <= 1e-12 * (gram[0, 0] + gram[1, 1]) else (gram[1, 1] - gram[0, 1]) / denominator
+        identical = denominator <= 1e-12 * (gram[0, 0] + gram[1, 1])  # relative: |g_1 - g_2| ~ 0
+        first = 0.5 if identical else (gram[1, 1] - gram[0, 1]) / denominator
         weights = np.array([np.clip(first, 0.0, 1.0), 1 - np.clip(first, 0.0, 1.0)])
     else:
         best, weights = np.inf, np.full(size, 1.0 / size)
@@ -239,9 +241,10 @@ def sketch_group_rows(group_sketch: pd.DataFrame) -> pd.DataFrame:
             if not len(joined):
                 continue
             sum_a, sum_b = np.stack(joined["sum_a"]), np.stack(joined["sum_b"])
-            records.append((step, f"{a}|{b}", float(np.sum(sum_a * sum_b)), float(np.sum(sum_a * sum_a)),
-                            float(np.sum(sum_b * sum_b)), float(joined["own_a"].sum()),
-                            float(joined["own_b"].sum()), int(joined["count_a"].max()), int(joined["count_b"].max())))
+            dots = (float(np.sum(sum_a * sum_b)), float(np.sum(sum_a * sum_a)), float(np.sum(sum_b * sum_b)))
+            own = float(joined["own_a"].sum()), float(joined["own_b"].sum())
+            counts = int(joined["count_a"].max()), int(joined["count_b"].max())
+            records.append((step, f"{a}|{b}", *dots, *own, *counts))
     return group_pair_rows(pd.DataFrame(records, columns=list(GROUP_PAIR_COLUMNS)))
 
 

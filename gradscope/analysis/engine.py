@@ -167,6 +167,11 @@ def _sketch_moments(summary: SampleSummary | None) -> pd.DataFrame | None:
     return usable.sketch_moments if usable is not None else None
 
 
+def _dynamics(summary: SampleSummary | None) -> pd.DataFrame:
+    usable = _usable(summary)
+    return usable.dynamics if usable is not None else concat_rows([])
+
+
 def _families(
     tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None
 ) -> dict[str, tuple[Callable[[], pd.DataFrame], Callable[[pd.DataFrame], Verdict]]]:
@@ -177,11 +182,14 @@ def _families(
         "coherence": (lambda: concat_rows([coherence_metrics(layers, _usable(summary), gram),
                                            grad_autocorr_rows(_sketch_moments(summary))]),
                       coherence_verdict),
-        "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
+        "alignment": (lambda: concat_rows([alignment_metrics(_usable(summary)), _dynamics(summary)]),
+                      alignment_verdict),
         "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
         "stability": (
-            lambda: concat_rows([stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
-                                 update_oscillation_rows(layers)]),
+            lambda: concat_rows([
+                stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+                update_oscillation_rows(layers),
+            ]),
             stability_verdict,
         ),
     }

@@ -154,7 +154,9 @@ def cockpit_rows(gram: pd.DataFrame) -> pd.DataFrame:
 GSNR_FLOOR = 1e-9  # a coordinate counts when its variance exceeds this fraction of its mean square
 
 
-def gsnr_estimates(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gsnr_estimates(
+    count: np.ndarray, total: np.ndarray, squares: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     r"""Bias-corrected GSNR and its standard error per group, from sketch moments.
 
     Liu et al. (2020), "Understanding Why Neural Networks Generalize Well Through GSNR of

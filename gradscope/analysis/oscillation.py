@@ -47,7 +47,8 @@ def _vectors(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def lag_dots(steps: np.ndarray, keys: np.ndarray, vectors: np.ndarray, lag: int = 1) -> pd.DataFrame:
     """<v_t, v_{t-lag}>, |v_t|^2 and |v_{t-lag}|^2 for each (step t, key) whose key also has
     a vector at step t - lag. ``vectors`` (N x k) row-aligned with ``steps`` and ``keys``."""
-    frame = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64), "key": keys, "row": np.arange(len(steps))})
+    frame = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64), "key": keys,
+                          "row": np.arange(len(steps))})
     frame = frame.drop_duplicates(["step", "key"], keep="last")
     earlier = frame.assign(step=frame["step"] + lag)
     joined = frame.merge(earlier, on=["step", "key"], suffixes=("", "_prev"))

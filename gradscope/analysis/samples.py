@@ -11,6 +11,8 @@ of a small model, far more for a long one. No metric family needs it whole:
 - alignment: the mean GWA per (step, layer) and for the model, the head's central
   moments per epoch (the epoch score), its lowest scores (the most misaligned samples)
   and a bounded random sample of its scores per epoch (the distribution plot);
+- per-sample learning dynamics: each sample's loss under its dataset index
+  (gradscope.analysis.dynamics keeps a few numbers per index);
 - stiffness by group and group conflict: each sample's group label, kept only when
   the script labelled groups.
 
@@ -37,9 +39,11 @@ from gradscope.analysis import sketches
 from gradscope.analysis.alignment import DEFAULT_WINDOW, epochs_of, gwa
 from gradscope.analysis.central_moments import CentralMoments
 from gradscope.analysis.coherence import has_columns, layer_sums
+from gradscope.analysis.dynamics import LEARNED_LOSS, LearningDynamics
 
 WORST_SAMPLES = 20  # most misaligned samples kept
 PLOT_SAMPLES_PER_EPOCH = 2048  # head scores kept per epoch for the distribution plot
+_SUM_ORDER = ["step", "layer", "part"]
 _OUT_OF_ORDER = "samples rows are not in step order; per-sample metrics left out"
 
 
@@ -62,6 +66,7 @@ class SampleSummary:
     # sketches.SUM_COLUMNS (layer a name; part the micro index or the group label)
     micro_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
     group_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
+    dynamics: pd.DataFrame = field(default_factory=lambda: LearningDynamics().rows())  # metric rows
 
 
 @dataclass
@@ -79,6 +84,7 @@ class SampleReducer:
     epochs: Mapping[int, int] | None = None
     window: int = DEFAULT_WINDOW
     worst: int = WORST_SAMPLES
+    learned_loss: float = LEARNED_LOSS  # a sample is "learned" below this loss (analysis.dynamics)
     _pending: pa.Table | None = field(default=None, repr=False)
     _last_step: float = field(default=-np.inf, repr=False)
     _names: list[str] = field(default_factory=list, repr=False)
@@ -90,6 +96,7 @@ class SampleReducer:
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
     def __post_init__(self) -> None:
+        self._dynamics = LearningDynamics(threshold=self.learned_loss)
         self._weights: tuple[np.ndarray, np.ndarray] | None = None
         if has_columns(self.layers, "step", "layer", "weight_norm"):
             norms = layer_sums(self.layers)
@@ -136,8 +143,9 @@ class SampleReducer:
             groups=self._groups,
             problem=self._problem,
             nonfinite=self._frame("nonfinite", ["step", "rows"], by=["step"]),
-            micro_sketch=self._frame("micro_sketch", list(sketches.SUM_COLUMNS), by=["step", "layer", "part"]),
-            group_sketch=self._frame("group_sketch", list(sketches.SUM_COLUMNS), by=["step", "layer", "part"]),
+            micro_sketch=self._frame("micro_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
+            group_sketch=self._frame("group_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
+            dynamics=self._dynamics.rows(),
         )
 
     def _reduce(self, table: pa.Table) -> None:
@@ -148,6 +156,7 @@ class SampleReducer:
             self._problem = _OUT_OF_ORDER
             return
         self._last_step = table.column("step")[len(table) - 1].as_py()
+        self._add_losses(table)
         table = self._finite_steps(table)
         if not len(table):
             return
@@ -175,6 +184,22 @@ class SampleReducer:
         if self._weights is not None and "weight_dot" in column and "norm2" in column:
             self._add_alignment(step, layer, (labels, cells), (samples, sample_step), column)
 
+    def _add_losses(self, table: pa.Table) -> None:
+        """Each sample's loss and dataset index (-1 unknown), once per (step, micro,
+        sample), to the learning dynamics; nothing when no loss is known."""
+        names = set(table.schema.names)
+        if not {"loss", "micro", "sample"} <= names:
+            return
+        loss = pc.fill_null(table.column("loss"), np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(loss).any():
+            return
+        keys = np.stack([table.column(n).to_numpy().astype(np.int64) for n in ("step", "micro", "sample")], 1)
+        first = np.unique(keys, axis=0, return_index=True)[1]
+        index = np.full(len(table), -1, dtype=np.int64)
+        if "index" in names:
+            index = pc.fill_null(table.column("index"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        self._dynamics.add(keys[first, 0], index[first], loss[first])
+
     def _add_sketch_sums(
         self, step: np.ndarray, layer: np.ndarray, column: dict[str, np.ndarray], values: np.ndarray
     ) -> None:
@@ -190,8 +215,8 @@ class SampleReducer:
                 sums = sketches.sums_by(step[chosen], layer[chosen], micro[chosen], values[chosen])
                 self._collect("micro_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
         if "group" in column and (column["group"] >= 0).any():
-            labelled = column["group"] >= 0
-            sums = sketches.sums_by(step[labelled], layer[labelled], column["group"][labelled], values[labelled])
+            chosen = column["group"] >= 0
+            sums = sketches.sums_by(step[chosen], layer[chosen], column["group"][chosen], values[chosen])
             self._collect("group_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
 
     def _finite_steps(self, table: pa.Table) -> pa.Table:

@@ -20,9 +20,8 @@ def test_cosines_of_tiny_gradients_keep_their_value(scale: float) -> None:
     assert float(cosine(a @ b, a @ a, b @ b)) == pytest.approx(expected, rel=1e-9)
     gram = np.stack([a, b]) @ np.stack([a, b]).T
     assert coherence.stiffness(gram)["stiffness_cos"] == pytest.approx(expected, rel=1e-9)
-    assert float(alignment.gwa(np.array(a @ b), np.array(a @ a), np.array(np.linalg.norm(b)))) == pytest.approx(
-        -expected, rel=1e-9
-    )
+    score = alignment.gwa(np.array(a @ b), np.array(a @ a), np.array(np.linalg.norm(b)))
+    assert float(score) == pytest.approx(-expected, rel=1e-9)
 
 
 def test_cosine_with_a_zero_gradient_is_undefined_not_zero() -> None:
@@ -49,7 +48,8 @@ def _identical_mean_groups(size: int, steps: int, seed: int) -> tuple[pd.DataFra
         g = mean + rng.normal(scale=3.0 / np.sqrt(dim), size=(2 * size, dim))
         grams.append((step, 0, "fc", 2 * size, (g @ g.T).ravel().tolist()))
         sketch = (g @ projection.T).astype(np.float32)
-        samples += [(step, 0, i, "fc", float(g[i] @ g[i]), int(labels[i]), sketch[i]) for i in range(2 * size)]
+        samples += [(step, 0, i, "fc", float(g[i] @ g[i]), int(labels[i]), sketch[i])
+                    for i in range(2 * size)]
     gram = pd.DataFrame(grams, columns=["step", "micro", "layer", "size", "values"])
     columns = ["step", "micro", "sample", "layer", "norm2", "group", "sketch"]
     return gram, pd.DataFrame(samples, columns=columns)

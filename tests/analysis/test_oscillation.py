@@ -58,7 +58,8 @@ def test_update_oscillation_reaches_the_stability_family() -> None:
     steps = pd.DataFrame({"step": range(60), "loss": 1.0})
     metrics = analyze_tables({"steps": steps, "layers": layers}).metrics
     chosen = metrics[(metrics["name"] == "update_cos") & (metrics["scope"] == "model")]
-    assert set(chosen["family"]) == {"stability"} and chosen["value"].iloc[-1] == pytest.approx(-1.0, abs=0.01)
+    assert set(chosen["family"]) == {"stability"}
+    assert chosen["value"].iloc[-1] == pytest.approx(-1.0, abs=0.01)
 
 
 def _sketched_samples(signs: list[float], batch: int = 32, seed: int = 0) -> pd.DataFrame:
