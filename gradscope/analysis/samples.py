@@ -156,10 +156,10 @@ class SampleReducer:
             self._problem = _OUT_OF_ORDER
             return
         self._last_step = table.column("step")[len(table) - 1].as_py()
-        self._add_losses(table)
         table = self._finite_steps(table)
         if not len(table):
             return
+        self._add_losses(table)
         step = table.column("step").to_numpy().astype(np.int64)
         layer = self._layer_codes(table.column("layer"))
         cells, (cell_step, cell_layer) = _group(step, layer)
