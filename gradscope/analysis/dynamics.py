@@ -20,8 +20,9 @@ in the loss's own units.
 
 Only recorded steps are presentations: a run recorded every N steps misses events in
 between (each count is a lower bound), and so does a step left out because a per-sample
-gradient overflowed (gradscope.analysis.samples leaves such steps out of every family). Memory: a fixed set of numbers per dataset index
-(sorted arrays, merged batch by batch) and five numbers per step, never the losses.
+gradient overflowed (gradscope.analysis.samples leaves such steps out of every family).
+Memory: a fixed set of numbers per dataset index (sorted arrays, merged batch by batch)
+and a few numbers per step, never the losses.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from gradscope.analysis.samples import SampleReducer, SampleSummary
 from gradscope.store.reader import Run
 from gradscope.store.schema import TABLES
 
+
 # The columns analysis/ reads from each table (a projection: the reader skips the rest).
 # Contract columns another change adds to the schema (index, update_sketch) are read once
 # the schema has them.
