@@ -69,8 +69,8 @@ class LearningDynamics:
 
     def _update(self, obs: pd.DataFrame) -> None:
         """Merge observations sorted by (index, step) into the per-index state."""
-        ids = np.union1d(self._ids, obs["index"].to_numpy())
-        state = {name: _spread(self._ids, self._state.get(name), ids, name) for name in _STATE}
+        self._grow(obs["index"].to_numpy())
+        ids, state = self._ids, self._state
         where = np.searchsorted(ids, obs["index"].to_numpy())
         learned = obs["loss"].to_numpy() < self.threshold
         steps = obs["step"].to_numpy()
@@ -89,6 +89,21 @@ class LearningDynamics:
         last = np.r_[where[1:] != where[:-1], True]
         state["last_learned"][where[last]] = learned[last]
         self._ids, self._state = ids, state
+
+    def _grow(self, index: np.ndarray) -> None:
+        """Insert the indices not seen before into the sorted state (O(N) copies per call,
+        none when every index is known)."""
+        new = np.unique(index)
+        if len(self._ids):
+            position = np.minimum(np.searchsorted(self._ids, new), len(self._ids) - 1)
+            new = new[self._ids[position] != new]
+        if not len(new):
+            return
+        at = np.searchsorted(self._ids, new)
+        for name in _STATE:
+            start = np.inf if name == "first_learned" else 0.0
+            self._state[name] = np.insert(self._state.get(name, np.zeros(0)), at, start)
+        self._ids = np.insert(self._ids, at, new)
 
     def rows(self) -> pd.DataFrame:
         """Metric rows (step, name, scope, key, value); see the module docstring."""
@@ -128,15 +143,6 @@ class LearningDynamics:
         parts = [tidy(totals, n, n) for n in TOTALS]
         names = ("flagged", "forgetting_events", "first_learned", "mean_loss")
         return parts + [tidy(flagged, n, n, scope="index", key="key") for n in names]
-
-
-def _spread(old_ids: np.ndarray, values: np.ndarray | None, ids: np.ndarray, name: str) -> np.ndarray:
-    """``values`` (aligned with ``old_ids``) placed on the merged ``ids``; new ids start empty."""
-    start = np.inf if name == "first_learned" else 0.0
-    out = np.full(len(ids), start)
-    if values is not None and len(old_ids):
-        out[np.searchsorted(ids, old_ids)] = values
-    return out
 
 
 def _step_summary(step: np.ndarray, loss: np.ndarray, threshold: float) -> pd.DataFrame:
