@@ -3,12 +3,13 @@ r"""Gradient-weight alignment (GWA; Hölzl et al. 2025, "Gradient-Weight Alignme
 Per sample i and layer l, with W_l the layer's weights BEFORE the optimizer step:
 
 .. math::
-    a_i = \cos(-g_i, W) = \frac{-\langle g_i, W\rangle}{\|g_i\|\,\|W\|_F + 10^{-12}}
+    a_i = \cos(-g_i, W) = \frac{-\langle g_i, W\rangle}{\|g_i\|\,\|W\|_F}
 
 from SAMPLES.weight_dot = <g_i, W> and SAMPLES.norm2 = |g_i|^2, and ||W|| the layer norm
 (sqrt of the sum of squares of LAYERS.weight_norm over the layer's parameter rows). A
-zero gradient gives a_i = 0. The model-level a_i uses the sums over layers of the dot and
-of the squared norms. The head (the layer the paper scores) is an explicit argument.
+zero gradient has no a_i (NaN, left out of every mean; gradscope.analysis.cosines). The
+model-level a_i uses the sums over layers of the dot and of the squared norms. The head
+(the layer the paper scores) is an explicit argument.
 
 Deviation from the paper: SAMPLES rows are per layer, so the head's W includes its bias
 when the recorder records the bias in the same layer row; the authors exclude the bias.
@@ -30,13 +31,13 @@ import pandas as pd
 
 from gradscope.analysis.central_moments import CentralMoments
 from gradscope.analysis.coherence import concat_rows, tidy
+from gradscope.analysis.cosines import cosine
 from gradscope.analysis.thresholds import GWA_DROP, MIN_EPOCHS
 from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_EPOCHS, Verdict, no_data
 
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
 
-GWA_EPS = 1e-12
 DENOMINATOR_GUARD = 1e-6
 DEFAULT_WINDOW = 100  # steps per "epoch" when no step -> epoch mapping is given
 
@@ -76,8 +77,8 @@ def score_of_moments(moments: CentralMoments) -> float:
 
 
 def gwa(weight_dot: np.ndarray, norm2: np.ndarray, weight_norm: np.ndarray) -> np.ndarray:
-    """a_i = -<g_i, W> / (|g_i| ||W|| + 1e-12), elementwise (0 for a zero gradient)."""
-    return -weight_dot / (np.sqrt(np.clip(norm2, 0, None)) * weight_norm + GWA_EPS)
+    """a_i = -<g_i, W> / (|g_i| ||W||), elementwise (NaN for a zero gradient or weight)."""
+    return cosine(-np.asarray(weight_dot, dtype=np.float64), norm2, np.square(weight_norm))
 
 
 def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -> pd.Series:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from gradscope.analysis.cosines import cosine
 from gradscope.analysis.text import step_list
 from gradscope.analysis.thresholds import M_COHERENCE_MIN
 from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
@@ -26,7 +27,7 @@ from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
 if TYPE_CHECKING:
     from gradscope.analysis.samples import SampleSummary
 
-EPS = 1e-12
+EPS = 1e-12  # stability's floors (update ratio, spike scale); cosines have none (analysis.cosines)
 ROW_COLUMNS = ("step", "name", "scope", "key", "value")
 _L2_COLUMNS = ("grad_norm", "weight_norm", "update_norm", "init_distance")
 
@@ -213,12 +214,12 @@ def stiffness(matrix: np.ndarray, groups: np.ndarray | None = None) -> dict[str,
 
     .. math::
         S_{sign} = \operatorname{mean}_{i\ne j}\operatorname{sign}(K_{ij}),\qquad
-        S_{cos} = \operatorname{mean}_{i\ne j}\frac{K_{ij}}{\max(\sqrt{K_{ii}K_{jj}},\epsilon)}
+        S_{cos} = \operatorname{mean}_{i\ne j}\frac{K_{ij}}{\sqrt{K_{ii}K_{jj}}}
 
-    with epsilon = 1e-12 (a floor, as torch's cosine_similarity): a zero-gradient
-    sample has cosine 0 (and sign 0) with every other. With ``groups`` (B,) also returns
-    "cos|a|b" = mean cosine over i in group a, j in group b, i != j (the class stiffness
-    matrix). B < 2 gives NaN.
+    without an epsilon (gradscope.analysis.cosines): a zero-gradient sample has no
+    direction, so its pairs are left out of S_cos (sign 0, still counted in S_sign); NaN
+    when no pair has a cosine. With ``groups`` (B,) also returns "cos|a|b" = mean cosine
+    over i in group a, j in group b, i != j (the class stiffness matrix). B < 2 gives NaN.
 
     >>> stiffness(np.array([[1.0, -1.0], [-1.0, 1.0]]))
     {'stiffness_sign': -1.0, 'stiffness_cos': -1.0}
@@ -226,20 +227,26 @@ def stiffness(matrix: np.ndarray, groups: np.ndarray | None = None) -> dict[str,
     size = matrix.shape[0]
     if size < 2:
         return {"stiffness_sign": np.nan, "stiffness_cos": np.nan}
-    norms = np.sqrt(np.clip(np.diag(matrix), 0.0, None))
-    cos = matrix / np.maximum(np.outer(norms, norms), EPS)
+    diagonal = np.diag(matrix)
+    cos = cosine(matrix, diagonal[:, None], diagonal[None, :])
     off = ~np.eye(size, dtype=bool)
     out = {
         "stiffness_sign": float(np.sign(matrix)[off].mean()),
-        "stiffness_cos": float(cos[off].mean()),
+        "stiffness_cos": _nanmean(cos[off]),
     }
     if groups is not None:
         for a in np.unique(groups):
             for b in np.unique(groups):
                 mask = np.outer(groups == a, groups == b) & off
                 if b >= a and mask.any():
-                    out[f"cos|{a}|{b}"] = float(cos[mask].mean())
+                    out[f"cos|{a}|{b}"] = _nanmean(cos[mask])
     return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the finite ``values``; NaN when there are none (no warning)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else np.nan
 
 
 def micro_distance(s1: float, micro_norm2: np.ndarray) -> float:
@@ -259,7 +266,7 @@ def micro_distance(s1: float, micro_norm2: np.ndarray) -> float:
     """
     norms = np.sqrt(np.clip(micro_norm2, 0.0, None))
     denominator = norms.sum() ** 2 - (norms**2).sum()
-    if len(norms) < 2 or denominator <= EPS or not np.isfinite(s1):
+    if len(norms) < 2 or not denominator > 0 or not np.isfinite(s1):
         return np.nan
     return float(1.0 - (s1 - (norms**2).sum()) / denominator)
 
@@ -318,6 +325,26 @@ def _micro_rows(gram: pd.DataFrame, moments: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(ROW_COLUMNS))
 
 
+def sketch_micro_rows(micro_sketch: pd.DataFrame) -> pd.DataFrame:
+    """coherence.micro_distance per (step, layer) and model from per-(step, layer, micro)
+    sketch sums (sketches.SUM_COLUMNS; works without GRAM): G_u's sketch is the sum of its
+    samples' sketches, S1 = |sum_u G_u|^2 and |G_u|^2 are estimated by the sketches'."""
+    if not has_columns(micro_sketch, "step", "layer", "part", "sum"):
+        return concat_rows([])
+    records = []
+    for step, block in micro_sketch.groupby("step", sort=True):
+        sums = {layer: np.stack(b.sort_values("part")["sum"]) for layer, b in block.groupby("layer")}
+        parts = {layer: len(v) for layer, v in sums.items()}
+        for layer, vectors in sums.items():
+            records.append((step, "micro_distance", "layer", layer,
+                            micro_distance(float(np.sum(vectors.sum(0) ** 2)), (vectors**2).sum(1))))
+        if len(set(parts.values())) == 1:  # every layer saw the same micro-batches
+            s1 = sum(float(np.sum(v.sum(0) ** 2)) for v in sums.values())
+            norms = np.sum([(v**2).sum(1) for v in sums.values()], axis=0)
+            records.append((step, "micro_distance", "model", "", micro_distance(s1, norms)))
+    return pd.DataFrame(records, columns=list(ROW_COLUMNS))
+
+
 def coherence_metrics(
     layers: pd.DataFrame | None, samples: SampleSummary | None, gram: pd.DataFrame | None
 ) -> pd.DataFrame:
@@ -328,6 +355,8 @@ def coherence_metrics(
     if has_columns(gram, "step", "micro", "layer", "size", "values"):
         parts.append(_gram_rows(gram, samples.groups if samples is not None else {}))
         parts.append(_micro_rows(gram, moments))
+    elif samples is not None and len(samples.micro_sketch):
+        parts.append(sketch_micro_rows(samples.micro_sketch))
     if parts:
         parts.append(masked_steps(layers, samples))
     return concat_rows(parts)

@@ -1,10 +1,13 @@
 r"""Task conflict from the K x K task Gram G_ab = <g_a, g_b> (TASKS) and the per-sample
 cross-loss dots (TASK_SAMPLES); group conflict from the per-sample Gram (GRAM + groups).
 
-Cosines use a floored denominator, cos = G_ab / max(sqrt(G_aa G_bb), 1e-12). A layer in
-which task a's gradient is exactly 0 holds parameters task a does not use (a task-specific
-head): it is excluded for every pair with a, so the model-level Gram of a pair sums only
-the layers both tasks reach. A pair with no such layer has no cosine (NaN).
+Task cosines are batch-gradient cosines cos = G_ab / sqrt(G_aa G_bb) (PCGrad and GCond
+act on the batch gradients g_a, so that is the cosine they test; no epsilon:
+gradscope.analysis.cosines). Group cosines are signal cosines, with each sample's own
+terms left out (``group_pair_rows``). A layer in which task a's gradient is exactly 0
+holds parameters task a does not use (a task-specific head): it is excluded for every
+pair with a, so the model-level Gram of a pair sums only the layers both tasks reach.
+A pair with no such layer has no cosine (NaN).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis.coherence import (
-    EPS,
     ROW_COLUMNS,
     concat_rows,
     grams,
     has_columns,
     tidy,
 )
+from gradscope.analysis.cosines import cosine, signal_cosine
 from gradscope.analysis.thresholds import CONFLICT_COS, SEVERE_CONFLICT, STRONG_CONFLICT
 from gradscope.analysis.types import NOT_RECORDED, Verdict, no_data
 
@@ -31,16 +34,6 @@ if TYPE_CHECKING:
 
 STRONG, SEVERE = STRONG_CONFLICT, SEVERE_CONFLICT  # GCond conflict zones (analysis.thresholds)
 CONFLICT_TOL = 1e-9  # cos below -tol counts as conflict (round-off on orthogonal pairs)
-
-
-def cosine(dot: np.ndarray, norm2_a: np.ndarray, norm2_b: np.ndarray) -> np.ndarray:
-    """dot / max(sqrt(|a|^2 |b|^2), 1e-12); a zero gradient gives 0.
-
-    >>> cosine(np.array([-2.0]), np.array([1.0]), np.array([4.0])).tolist()
-    [-1.0]
-    """
-    product = np.sqrt(np.clip(np.asarray(norm2_a) * np.asarray(norm2_b), 0.0, None))
-    return np.asarray(dot) / np.maximum(product, EPS)
 
 
 def magnitude_similarity(norm2_a: np.ndarray, norm2_b: np.ndarray) -> np.ndarray:
@@ -85,7 +78,8 @@ def mgda(gram: np.ndarray) -> tuple[float, np.ndarray]:
     size = gram.shape[0]
     if size == 2:
         denominator = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]
-        first = 0.5 if denominator <= EPS else (gram[1, 1] - gram[0, 1]) / denominator
+        identical = denominator <= 1e-12 * (gram[0, 0] + gram[1, 1])  # relative: |g_1 - g_2| ~ 0
+        first = 0.5 if identical else (gram[1, 1] - gram[0, 1]) / denominator
         weights = np.array([np.clip(first, 0.0, 1.0), 1 - np.clip(first, 0.0, 1.0)])
     else:
         best, weights = np.inf, np.full(size, 1.0 / size)
@@ -188,20 +182,70 @@ def group_gram(matrix: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _group_rows(gram: pd.DataFrame, lookup: dict[tuple[int, int], np.ndarray]) -> pd.DataFrame:
-    """group_cos per (step, group pair) from the model Gram of each micro-batch (averaged
-    over micro-batches: cross-micro-batch dots are not recorded); ``lookup`` maps
-    (step, micro) to the group label of each sample."""
+    """group_cos (signal) and group_cos_batch per (step, group pair) from the model Gram
+    of each micro-batch; ``lookup`` maps (step, micro) to each sample's group label.
+    Cross-micro-batch dots are not in GRAM: the block sums are pooled over the step's
+    micro-batches (``group_pair_rows``)."""
     records = []
     for step, micro, _layer, matrix in grams(gram, by_layer=False):
         groups = lookup.get((step, micro))
         if groups is None or len(groups) != matrix.shape[0] or (groups < 0).any():
             continue
         names, block = group_gram(matrix, groups)
+        index = np.unique(groups, return_inverse=True)[1].ravel()
+        own, counts = np.bincount(index, np.diag(matrix), len(names)), np.bincount(index, None, len(names))
         for a, b in itertools.combinations(range(len(names)), 2):
-            value = cosine(block[a, b], block[a, a], block[b, b])
-            records.append((step, "group_cos", "group_pair", f"{names[a]}|{names[b]}", float(value)))
-    frame = pd.DataFrame(records, columns=list(ROW_COLUMNS))
-    return frame.groupby(list(ROW_COLUMNS[:4]), as_index=False, sort=False)["value"].mean()
+            records.append((step, f"{names[a]}|{names[b]}", block[a, b], block[a, a], block[b, b],
+                            own[a], own[b], counts[a], counts[b]))
+    return group_pair_rows(pd.DataFrame(records, columns=list(GROUP_PAIR_COLUMNS)))
+
+
+GROUP_PAIR_COLUMNS = ("step", "key", "cross", "norm2_a", "norm2_b", "own_a", "own_b", "n_a", "n_b")
+
+
+def group_pair_rows(pairs: pd.DataFrame) -> pd.DataFrame:
+    """group_cos and group_cos_batch rows from per-(step, pair) block sums, pooled per step.
+
+    Columns of ``pairs`` (GROUP_PAIR_COLUMNS): cross = <G_A, G_B>, norm2 = |G_A|^2, own =
+    sum_{i in A} |g_i|^2, n = group size, one row per micro-batch (or one per step).
+    group_cos is ``cosines.signal_cosine`` of the pooled sums (about 1 for groups with
+    equal mean gradients, whatever their size); group_cos_batch the plug-in cosine of the
+    group gradients (mean over micro-batches), which per-sample noise shrinks toward 0.
+    """
+    if not len(pairs):
+        return concat_rows([])
+    batch = pairs.assign(value=cosine(pairs["cross"], pairs["norm2_a"], pairs["norm2_b"]))
+    batch = batch.groupby(["step", "key"], as_index=False)["value"].mean()
+    pooled = pairs.assign(
+        within_a=pairs["norm2_a"] - pairs["own_a"], within_b=pairs["norm2_b"] - pairs["own_b"],
+        pairs_ab=pairs["n_a"] * pairs["n_b"],
+        pairs_a=pairs["n_a"] * (pairs["n_a"] - 1), pairs_b=pairs["n_b"] * (pairs["n_b"] - 1),
+    )
+    sums = ["cross", "within_a", "within_b", "pairs_ab", "pairs_a", "pairs_b"]
+    pooled = pooled.groupby(["step", "key"], as_index=False)[sums].sum()
+    pooled["value"] = signal_cosine(pooled["cross"], pooled["within_a"], pooled["within_b"],
+                                    (pooled["pairs_ab"], pooled["pairs_a"], pooled["pairs_b"]))
+    return concat_rows([tidy(pooled, "group_cos", "value", scope="group_pair", key="key"),
+                        tidy(batch, "group_cos_batch", "value", scope="group_pair", key="key")])
+
+
+def sketch_group_rows(group_sketch: pd.DataFrame) -> pd.DataFrame:
+    """group_cos and group_cos_batch per (step, group pair) from per-(step, layer, group)
+    sketch sums (sketches.SUM_COLUMNS): the whole step's group gradients, across its
+    micro-batches, summed over layers for the model (works without GRAM)."""
+    records = []
+    for step, block in group_sketch.groupby("step", sort=True):
+        by_group = {g: b for g, b in block.groupby("part", sort=True)}
+        for a, b in itertools.combinations(sorted(by_group), 2):
+            joined = by_group[a].merge(by_group[b], on="layer", suffixes=("_a", "_b"))
+            if not len(joined):
+                continue
+            sum_a, sum_b = np.stack(joined["sum_a"]), np.stack(joined["sum_b"])
+            dots = (float(np.sum(sum_a * sum_b)), float(np.sum(sum_a * sum_a)), float(np.sum(sum_b * sum_b)))
+            own = float(joined["own_a"].sum()), float(joined["own_b"].sum())
+            counts = int(joined["count_a"].max()), int(joined["count_b"].max())
+            records.append((step, f"{a}|{b}", *dots, *own, *counts))
+    return group_pair_rows(pd.DataFrame(records, columns=list(GROUP_PAIR_COLUMNS)))
 
 
 def _sample_rows(task_samples: pd.DataFrame, worst: int) -> pd.DataFrame:
@@ -243,6 +287,8 @@ def conflict_metrics(
     groups = samples.groups if samples is not None else {}
     if has_columns(gram, "step", "micro", "layer", "size", "values") and groups:
         parts.append(_group_rows(gram, groups))
+    elif samples is not None and len(samples.group_sketch):
+        parts.append(sketch_group_rows(samples.group_sketch))
     return concat_rows(parts)
 
 

@@ -24,6 +24,7 @@ from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.ddp_noise import ddp_noise_rows
 from gradscope.analysis.noise import noise_metrics, noise_verdict
 from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
+from gradscope.analysis.oscillation import grad_autocorr_rows, update_oscillation_rows
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.schedule import SCHEDULE_NAMES, schedule_metrics
 from gradscope.analysis.stability import stability_metrics, stability_verdict
@@ -159,6 +160,16 @@ def _usable(summary: SampleSummary | None) -> SampleSummary | None:
     return summary
 
 
+def _sketch_moments(summary: SampleSummary | None) -> pd.DataFrame | None:
+    usable = _usable(summary)
+    return usable.sketch_moments if usable is not None else None
+
+
+def _dynamics(summary: SampleSummary | None) -> pd.DataFrame:
+    usable = _usable(summary)
+    return usable.dynamics if usable is not None else concat_rows([])
+
+
 def _families(
     tables: Mapping[str, pd.DataFrame | None], summary: SampleSummary | None,
     raw: Mapping[str, pd.DataFrame | None],
@@ -167,13 +178,17 @@ def _families(
     gram, tasks, task_samples = tables.get("gram"), tables.get("tasks"), tables.get("task_samples")
     return {
         "conflict": (lambda: conflict_metrics(tasks, task_samples, gram, _usable(summary)), conflict_verdict),
-        "coherence": (lambda: coherence_metrics(layers, _usable(summary), gram), coherence_verdict),
-        "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
+        "coherence": (lambda: concat_rows([coherence_metrics(layers, _usable(summary), gram),
+                                           grad_autocorr_rows(_sketch_moments(summary))]),
+                      coherence_verdict),
+        "alignment": (lambda: concat_rows([alignment_metrics(_usable(summary)), _dynamics(summary)]),
+                      alignment_verdict),
         "noise": (lambda: concat_rows([noise_metrics(layers, _usable(summary), gram),
                                        ddp_noise_rows(raw.get("layers"), raw.get("steps"))]), noise_verdict),
         "stability": (
             lambda: concat_rows([
                 stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+                update_oscillation_rows(layers),
                 schedule_metrics(steps, layers),  # lr, weight and update norms: shown, never judged
             ]),
             lambda rows: stability_verdict(rows[~rows["name"].isin(SCHEDULE_NAMES)]),

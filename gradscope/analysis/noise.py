@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis.coherence import (
-    EPS,
     ROW_COLUMNS,
     concat_rows,
     grams,
@@ -117,14 +116,15 @@ def cockpit_tests(matrix: np.ndarray) -> dict[str, float]:
 
     Each is the largest theta (nu) for which the test passes, as Cockpit (Schneider et
     al. 2021) reports it; a value above about 1 says the batch is too small for the
-    gradient's direction to be trusted. NaN when B < 2 or |g_bar|^2 <= 1e-12.
+    gradient's direction to be trusted. NaN when B < 2 or |g_bar|^2 <= 1e-12 tr(K) / B
+    (a floor relative to the mean per-sample norm^2: no usable batch direction).
 
     >>> cockpit_tests(np.ones((3, 3)))  # identical gradients: no variance
     {'norm_test': 0.0, 'inner_product_test': 0.0, 'orthogonality_test': 0.0}
     """
     size = matrix.shape[0]
     mean2 = matrix.sum() / size**2
-    if size < 2 or mean2 <= EPS:
+    if size < 2 or not mean2 > 1e-12 * np.trace(matrix) / size:
         return dict.fromkeys(("norm_test", "inner_product_test", "orthogonality_test"), np.nan)
     projections = matrix.sum(axis=1) / size
     scale = (size - 1) * size
@@ -151,43 +151,68 @@ def cockpit_rows(gram: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(list(ROW_COLUMNS[:4]), as_index=False, sort=False)["value"].mean()
 
 
-def gsnr(sketches: np.ndarray) -> float:
-    r"""Mean GSNR over sketch coordinates, an estimate of Liu et al. (2020)'s GSNR.
+GSNR_FLOOR = 1e-9  # a coordinate counts when its variance exceeds this fraction of its mean square
 
-    For sketches s_i (B x k, one row per sample) and coordinate j:
-    GSNR_j = mean_i(s_ij)^2 / var_i(s_ij) (unbiased variance, ddof = 1); the result is
-    the mean over coordinates with var > 1e-12 (NaN when none or B < 2). Sketch
-    coordinates are random projections of the gradient, so this estimates the GSNR of
-    random directions, not the per-parameter GSNR of the paper.
 
-    >>> gsnr(np.array([[1.0, 0.0], [3.0, 2.0]]))
-    1.25
+def gsnr_estimates(
+    count: np.ndarray, total: np.ndarray, squares: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Bias-corrected GSNR and its standard error per group, from sketch moments.
+
+    Liu et al. (2020), "Understanding Why Neural Networks Generalize Well Through GSNR of
+    Parameters", define GSNR_j = mu_j^2 / sigma_j^2 per coordinate. Over m samples with
+    mean muhat and unbiased variance s^2, the plug-in muhat^2 / s^2 is biased upward: for
+    Gaussian samples muhat and s^2 are independent, E muhat^2 = mu^2 + sigma^2 / m and
+    E[1 / s^2] = (m - 1) / ((m - 3) sigma^2), so E[muhat^2 / s^2] = (r + 1/m)(m - 1)/(m - 3)
+    (0.175 for r = 0 at m = 8). The estimate
+
+    .. math::
+        \hat r_j = \frac{m-3}{m-1}\,\frac{\hat\mu_j^2}{s_j^2} - \frac1m
+
+    is unbiased for Gaussian per-sample gradients (m > 3; NaN below). The result is the
+    mean of r_j over the coordinates whose variance exceeds GSNR_FLOOR times their mean
+    square (a relative floor: a noise-free coordinate has no finite GSNR), and its standard
+    error std_j(r_j) / sqrt(k) treats the k coordinates as independent. Shapes: count (G,),
+    total and squares (G, k); returns two (G,) arrays.
     """
-    if sketches.shape[0] < 2:
-        return np.nan
-    variance = sketches.var(axis=0, ddof=1)
-    keep = variance > EPS
-    if not keep.any():
-        return np.nan
-    return float((sketches.mean(axis=0)[keep] ** 2 / variance[keep]).mean())
+    count = np.asarray(count, dtype=np.float64)[:, None]
+    total, squares = np.asarray(total, dtype=np.float64), np.asarray(squares, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / count
+        variance = (squares - count * mean**2) / (count - 1)
+        keep = (variance > GSNR_FLOOR * squares / count) & (count > 3)
+        ratio = (count - 3) / (count - 1) * mean**2 / np.where(keep, variance, 1.0) - 1.0 / count
+    ratio = np.where(keep, ratio, np.nan)
+    kept = keep.sum(axis=1)
+    value = np.where(kept > 0, np.nansum(ratio, axis=1) / np.maximum(kept, 1), np.nan)
+    spread = np.nansum((ratio - value[:, None]) ** 2, axis=1) / np.maximum(kept - 1, 1)
+    error = np.where(kept > 1, np.sqrt(spread / np.maximum(kept, 1)), np.nan)
+    return value, error
+
+
+def gsnr(sketches: np.ndarray) -> float:
+    """Mean bias-corrected GSNR over sketch coordinates (``gsnr_estimates``) of one group
+    of sketches s_i (B x k, one row per sample). Sketch coordinates are random
+    projections of the gradient, so this is the GSNR of random directions, not the
+    per-parameter GSNR of the paper.
+
+    >>> round(gsnr(np.array([[1.0, 0.0], [3.0, 2.0], [1.0, 2.0], [3.0, 0.0], [2.0, 1.0]])), 4)
+    1.05
+    """
+    values = np.asarray(sketches, dtype=np.float64)
+    moments = np.array([len(values)]), values.sum(axis=0)[None], (values**2).sum(axis=0)[None]
+    return float(gsnr_estimates(*moments)[0][0])
 
 
 def gsnr_rows(sketch_moments: pd.DataFrame) -> pd.DataFrame:
-    """noise.gsnr per (step, layer) from sketch moments (``analysis.sketches``): ``gsnr``
-    for every group at once, mean_j^2 / var_j (ddof = 1) averaged over coordinates with
-    var > 1e-12."""
+    """noise.gsnr and noise.gsnr_se per (step, layer) from sketch moments
+    (``analysis.sketches``), for every group at once (``gsnr_estimates``)."""
     if not len(sketch_moments):
         return pd.DataFrame(columns=list(ROW_COLUMNS))
-    count = sketch_moments["count"].to_numpy(np.float64)[:, None]  # (G, 1)
-    total, squares = np.stack(sketch_moments["sum"]), np.stack(sketch_moments["sumsq"])  # (G, k)
-    mean = total / count
-    variance = (squares - count * mean**2) / np.maximum(count - 1, 1)
-    keep = (variance > EPS) & (count > 1)
-    ratio = np.where(keep, mean**2 / np.where(keep, variance, 1.0), 0.0)
-    kept = keep.sum(axis=1)
-    value = np.where(kept > 0, ratio.sum(axis=1) / np.maximum(kept, 1), np.nan)
-    return pd.DataFrame({"step": sketch_moments["step"].to_numpy(), "name": "gsnr", "scope": "layer",
-                         "key": sketch_moments["layer"].to_numpy(), "value": value})
+    value, error = gsnr_estimates(sketch_moments["count"].to_numpy(np.float64),
+                                  np.stack(sketch_moments["sum"]), np.stack(sketch_moments["sumsq"]))
+    frame = sketch_moments[["step", "layer"]].assign(gsnr=value, gsnr_se=error)
+    return concat_rows([tidy(frame, name, name, scope="layer", key="layer") for name in ("gsnr", "gsnr_se")])
 
 
 def noise_metrics(

@@ -22,17 +22,27 @@ from gradscope.analysis.samples import SampleReducer, SampleSummary
 from gradscope.store.reader import Run
 from gradscope.store.schema import TABLES
 
+
 # The columns analysis/ reads from each table (a projection: the reader skips the rest).
+# Contract columns another change adds to the schema (index, update_sketch) are read once
+# the schema has them.
+def _known(table: str, *names: str) -> tuple[str, ...]:
+    return tuple(name for name in names if name in TABLES[table].names)
+
+
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": (
         "step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded", "optimizer", "hparams",
         "per_sample_scale",
     ),
-    "layers": (
-        "step", "rank", "layer", "grad_norm", "weight_norm", "update_norm",
-        "init_distance", "nonfinite", "sum_norm2", "local_norm2",
+    "layers": _known(
+        "layers", "step", "rank", "layer", "param", "grad_norm", "weight_norm", "update_norm",
+        "init_distance", "nonfinite", "sum_norm2", "local_norm2", "update_sketch",
     ),
-    "samples": ("step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "group", "sketch"),
+    "samples": _known(
+        "samples", "step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "loss", "index",
+        "group", "sketch",
+    ),
     "gram": TABLES["gram"].names,
     "tasks": TABLES["tasks"].names,
     "task_samples": TABLES["task_samples"].names,

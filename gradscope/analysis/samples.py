@@ -5,9 +5,14 @@ of a small model, far more for a long one. No metric family needs it whole:
 
 - coherence and noise: S2 = sum_i |g_i|^2 per (step, layer) and m, the samples per step;
 - noise: the sketch moments per (step, layer) (gradscope.analysis.sketches);
+- micro-batch distance and group conflict without GRAM: sketch sums per (step, layer,
+  micro) for steps with several micro-batches, and per (step, layer, group) when the
+  script labelled groups (``sketches.sums_by``);
 - alignment: the mean GWA per (step, layer) and for the model, the head's central
   moments per epoch (the epoch score), its lowest scores (the most misaligned samples)
   and a bounded random sample of its scores per epoch (the distribution plot);
+- per-sample learning dynamics: each sample's loss under its dataset index
+  (gradscope.analysis.dynamics keeps a few numbers per index);
 - stiffness by group and group conflict: each sample's group label, kept only when
   the script labelled groups.
 
@@ -34,9 +39,11 @@ from gradscope.analysis import sketches
 from gradscope.analysis.alignment import DEFAULT_WINDOW, epochs_of, gwa
 from gradscope.analysis.central_moments import CentralMoments
 from gradscope.analysis.coherence import has_columns, layer_sums
+from gradscope.analysis.dynamics import LEARNED_LOSS, LearningDynamics
 
 WORST_SAMPLES = 20  # most misaligned samples kept
 PLOT_SAMPLES_PER_EPOCH = 2048  # head scores kept per epoch for the distribution plot
+_SUM_ORDER = ["step", "layer", "part"]
 _OUT_OF_ORDER = "samples rows are not in step order; per-sample metrics left out"
 
 
@@ -56,6 +63,10 @@ class SampleSummary:
     problem: str | None = None  # why the summary is unusable, when it is
     # step, rows: steps left out because a sample's norm2, weight_dot or sketch was inf/NaN
     nonfinite: pd.DataFrame = field(default_factory=lambda: empty_frame(["step", "rows"]))
+    # sketches.SUM_COLUMNS (layer a name; part the micro index or the group label)
+    micro_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
+    group_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
+    dynamics: pd.DataFrame = field(default_factory=lambda: LearningDynamics().rows())  # metric rows
 
 
 @dataclass
@@ -73,6 +84,7 @@ class SampleReducer:
     epochs: Mapping[int, int] | None = None
     window: int = DEFAULT_WINDOW
     worst: int = WORST_SAMPLES
+    learned_loss: float = LEARNED_LOSS  # a sample is "learned" below this loss (analysis.dynamics)
     _pending: pa.Table | None = field(default=None, repr=False)
     _last_step: float = field(default=-np.inf, repr=False)
     _names: list[str] = field(default_factory=list, repr=False)
@@ -84,6 +96,7 @@ class SampleReducer:
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
     def __post_init__(self) -> None:
+        self._dynamics = LearningDynamics(threshold=self.learned_loss)
         self._weights: tuple[np.ndarray, np.ndarray] | None = None
         if has_columns(self.layers, "step", "layer", "weight_norm"):
             norms = layer_sums(self.layers)
@@ -130,6 +143,9 @@ class SampleReducer:
             groups=self._groups,
             problem=self._problem,
             nonfinite=self._frame("nonfinite", ["step", "rows"], by=["step"]),
+            micro_sketch=self._frame("micro_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
+            group_sketch=self._frame("group_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
+            dynamics=self._dynamics.rows(),
         )
 
     def _reduce(self, table: pa.Table) -> None:
@@ -143,14 +159,18 @@ class SampleReducer:
         table = self._finite_steps(table)
         if not len(table):
             return
+        self._add_losses(table)
         step = table.column("step").to_numpy().astype(np.int64)
         layer = self._layer_codes(table.column("layer"))
         cells, (cell_step, cell_layer) = _group(step, layer)
         labels = cell_step, np.asarray(self._names, dtype=object)[cell_layer]
+        keep, values = None, None
         if "sketch" in table.schema.names:
             table, keep, values = sketches.split(table)
             self._collect("sketch", sketches.moments(*labels, cells[keep], values))
         column = {name: table.column(name).to_numpy() for name in table.schema.names if name != "layer"}
+        if keep is not None and keep.any():
+            self._add_sketch_sums(step[keep], layer[keep], {k: v[keep] for k, v in column.items()}, values)
         if "norm2" in column:
             self._collect("s2", _cell_frame(labels, s2=np.bincount(cells, column["norm2"], len(cell_step))))
         if "micro" not in column or "sample" not in column:
@@ -163,6 +183,41 @@ class SampleReducer:
             self._add_groups(sample_step, sample_micro, sample_index, column["group"][first])
         if self._weights is not None and "weight_dot" in column and "norm2" in column:
             self._add_alignment(step, layer, (labels, cells), (samples, sample_step), column)
+
+    def _add_losses(self, table: pa.Table) -> None:
+        """Each sample's loss and dataset index (-1 unknown), once per (step, micro,
+        sample), to the learning dynamics; nothing when no loss is known."""
+        names = set(table.schema.names)
+        if not {"loss", "micro", "sample"} <= names:
+            return
+        loss = pc.fill_null(table.column("loss"), np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(loss).any():
+            return
+        keys = np.stack([table.column(n).to_numpy().astype(np.int64) for n in ("step", "micro", "sample")], 1)
+        first = np.unique(keys, axis=0, return_index=True)[1]
+        index = np.full(len(table), -1, dtype=np.int64)
+        if "index" in names:
+            index = pc.fill_null(table.column("index"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        self._dynamics.add(keys[first, 0], index[first], loss[first])
+
+    def _add_sketch_sums(
+        self, step: np.ndarray, layer: np.ndarray, column: dict[str, np.ndarray], values: np.ndarray
+    ) -> None:
+        """Sketch sums per micro-batch (steps with more than one) and per group (labelled
+        rows), the rows restricted to those with a usable sketch (``sketches.sums_by``)."""
+        names = np.asarray(self._names, dtype=object)
+        if "micro" in column:
+            micro = column["micro"].astype(np.int64)
+            pairs = np.unique(np.stack([step, micro], axis=1), axis=0)
+            present, micros = np.unique(pairs[:, 0], return_counts=True)
+            chosen = np.isin(step, present[micros > 1])
+            if chosen.any():
+                sums = sketches.sums_by(step[chosen], layer[chosen], micro[chosen], values[chosen])
+                self._collect("micro_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
+        if "group" in column and (column["group"] >= 0).any():
+            chosen = column["group"] >= 0
+            sums = sketches.sums_by(step[chosen], layer[chosen], column["group"][chosen], values[chosen])
+            self._collect("group_sketch", sums.assign(layer=names[sums["layer"].to_numpy(np.int64)]))
 
     def _finite_steps(self, table: pa.Table) -> pa.Table:
         """``table`` without the steps in which any row's norm2, weight_dot or sketch is

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MOMENT_COLUMNS = ("step", "layer", "count", "sum", "sumsq")
+SUM_COLUMNS = ("step", "layer", "part", "count", "sum", "own")
 
 
 def moments(steps: np.ndarray, layers: np.ndarray, cells: np.ndarray, values: np.ndarray) -> pd.DataFrame:
@@ -32,6 +33,31 @@ def moments(steps: np.ndarray, layers: np.ndarray, cells: np.ndarray, values: np
         "count": np.diff(np.append(starts, len(cells))),
         "sum": list(np.add.reduceat(ordered, starts, axis=0)),
         "sumsq": list(np.add.reduceat(ordered * ordered, starts, axis=0)),
+    })
+
+
+def sums_by(step: np.ndarray, layer: np.ndarray, part: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """Sketch sums per (step, layer, part), ``part`` a micro-batch index or a group label.
+
+    A sketch is a linear projection P c_i of the sample's gradient, so ``sum`` (length k)
+    is the sketch of the part's gradient sum_{i in part} c_i, and ``own`` = sum_i |P c_i|^2
+    the part's diagonal (own-term) sum: what the micro-batch distance, the gradient
+    autocorrelation and the signal cosines of groups need without the B x B Gram.
+    Inner products of sketches estimate those of the gradients (unbiased, with the
+    projection's variance). ``layer`` holds the caller's integer codes.
+    """
+    if not len(values):
+        return pd.DataFrame(columns=list(SUM_COLUMNS))
+    keys = np.stack([step, layer, part], axis=1).astype(np.int64)
+    distinct, index = np.unique(keys, axis=0, return_inverse=True)
+    index = index.ravel()
+    order = np.argsort(index, kind="stable")
+    starts = np.flatnonzero(np.diff(index[order], prepend=-1))
+    return pd.DataFrame({
+        "step": distinct[:, 0], "layer": distinct[:, 1], "part": distinct[:, 2],
+        "count": np.bincount(index, None, len(distinct)).astype(np.int64),
+        "sum": list(np.add.reduceat(values[order], starts, axis=0)),
+        "own": np.bincount(index, (values * values).sum(axis=1), len(distinct)),
     })
 
 

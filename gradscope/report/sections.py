@@ -31,7 +31,7 @@ LEVEL_MARK = {"ok": "✓ ok", "warn": "▲ warn", "alert": "✖ alert", "no data
 CURVES: dict[str, tuple[str, ...]] = {
     "conflict": ("conflict_fraction", "mgda_norm", "sample_cos"),
     "coherence": ("m_coherence", "alpha", "gradient_diversity", "stiffness_cos", "micro_distance"),
-    "alignment": ("gwa_head", "gwa"),
+    "alignment": ("gwa_head", "gwa", "loss_p50", "learned_fraction", "forgetting_events"),
     "noise": ("b_simple", "batch_size", "norm_test", "inner_product_test", "orthogonality_test"),
     "stability": ("loss", "loss_spike_z", "grad_norm", "grad_norm_spike_z", "init_distance", "nonfinite"),
 }
@@ -56,7 +56,7 @@ SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
     ("conflict", "task_pair"): ScopeTable(
         "task pairs", "cos", True, ("magnitude_similarity", "conflict_fraction", "cos_trend")
     ),
-    ("conflict", "group_pair"): ScopeTable("sample groups", "group_cos", True),
+    ("conflict", "group_pair"): ScopeTable("sample groups", "group_cos", True, ("group_cos_batch",)),
     ("conflict", "layer"): ScopeTable("per-layer conflict (layer@pair)", "cos", True),
     ("conflict", "task"): ScopeTable("MGDA weights", "mgda_weight", False),
     ("conflict", "sample"): ScopeTable("most conflicted samples (step:micro:sample)", "sample_cos", True),
@@ -67,7 +67,11 @@ SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
     ("alignment", "layer"): ScopeTable("layers", "gwa", True),
     ("alignment", "epoch"): ScopeTable("epochs", "epoch_score", None),
     ("alignment", "sample"): ScopeTable("most misaligned samples (step:micro:sample)", "misaligned", True),
-    ("noise", "layer"): ScopeTable("layers", "b_simple", False, ("gsnr", "norm_test")),
+    ("alignment", "index"): ScopeTable(
+        "flagged samples (dataset index): never learned, most forgotten", "flagged", True,
+        ("forgetting_events", "first_learned", "mean_loss"),
+    ),
+    ("noise", "layer"): ScopeTable("layers", "b_simple", False, ("gsnr", "gsnr_se", "norm_test")),
     ("stability", "layer"): ScopeTable(
         "layers", "update_ratio", False, ("grad_norm", "grad_norm_rel", "init_distance", "dead", "frozen")
     ),

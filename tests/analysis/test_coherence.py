@@ -96,8 +96,10 @@ def test_micro_distance_is_one_minus_cosine_of_micro_batch_sums() -> None:
     assert _value(rows, "micro_distance") == pytest.approx(1 - cos)
 
 
-def test_zero_gradient_sample_has_zero_cosine_and_verdict_warns() -> None:
-    assert coherence.stiffness(np.diag([1.0, 0.0]))["stiffness_cos"] == 0.0
+def test_zero_gradient_sample_has_no_cosine_and_verdict_warns() -> None:
+    # issue 14 item 6: a zero gradient has no direction; its pairs leave S_cos (was 0)
+    assert np.isnan(coherence.stiffness(np.diag([1.0, 0.0]))["stiffness_cos"])
+    assert coherence.stiffness(np.diag([1.0, 1.0, 0.0]))["stiffness_cos"] == 0.0
     grads = np.eye(5)[None].repeat(4, axis=0)
     verdict = coherence.coherence_verdict(coherence.coherence_metrics(*_tables(grads)))
     assert verdict.level == "warn" and verdict.value == pytest.approx(1.0)

@@ -84,11 +84,45 @@ def test_cockpit_tests_match_vector_formulas() -> None:
     assert noise.cockpit_tests(g @ g.T) == pytest.approx(_reference_cockpit(g))
 
 
-def test_gsnr_matches_per_coordinate_moments() -> None:
+def test_gsnr_matches_per_coordinate_formula() -> None:
     sketches = np.random.default_rng(3).normal(1.0, 2.0, size=(50, 8))
-    expected = np.mean([np.mean(c) ** 2 / np.var(c, ddof=1) for c in sketches.T])
-    assert noise.gsnr(sketches) == pytest.approx(expected)
-    assert np.isnan(noise.gsnr(np.ones((4, 3))))
+    m = len(sketches)
+    ratios = [(m - 3) / (m - 1) * np.mean(c) ** 2 / np.var(c, ddof=1) - 1 / m for c in sketches.T]
+    assert noise.gsnr(sketches) == pytest.approx(np.mean(ratios))
+    assert np.isnan(noise.gsnr(np.ones((4, 3))))  # no variance: no finite GSNR
+    assert np.isnan(noise.gsnr(sketches[:3]))  # m <= 3: the correction is undefined
+
+
+def _gsnr_of_draws(batch: int, true_gsnr: float, coordinates: int, seed: int) -> tuple[float, float]:
+    """(estimate, standard error) for ``batch`` Gaussian samples of ``coordinates``
+    coordinates with mean sqrt(true_gsnr) and unit variance."""
+    draws = np.random.default_rng(seed).normal(np.sqrt(true_gsnr), 1.0, size=(batch, coordinates))
+    value, error = noise.gsnr_estimates(np.array([batch]), draws.sum(0)[None], (draws**2).sum(0)[None])
+    return float(value[0]), float(error[0])
+
+
+@pytest.mark.parametrize("batch", [8, 32])
+def test_gsnr_of_pure_noise_reads_zero_within_its_standard_error(batch: int) -> None:
+    # issue 14 item 2: the plug-in mean^2 / var read 0.17 at B = 8 and 0.034 at B = 32
+    value, error = _gsnr_of_draws(batch, 0.0, 256, seed=batch)
+    assert abs(value) < 2.5 * error
+    plug_in = (1 / batch) * (batch - 1) / (batch - 3)  # the old estimator's expectation
+    assert plug_in > 6 * error
+    estimates = [_gsnr_of_draws(batch, 0.0, 64, seed=s)[0] for s in range(200)]
+    assert abs(np.mean(estimates)) < 3 * np.std(estimates) / np.sqrt(len(estimates))
+
+
+def test_planted_gsnr_is_recovered_within_its_standard_error() -> None:
+    # issue 14 item 2: a true GSNR of 0.04 at B = 32 read 0.0755 before
+    value, error = _gsnr_of_draws(32, 0.04, 256, seed=7)
+    assert abs(value - 0.04) < 2.5 * error and error < 0.02
+    estimates = [_gsnr_of_draws(32, 0.04, 64, seed=s)[0] for s in range(200)]
+    assert abs(np.mean(estimates) - 0.04) < 3 * np.std(estimates) / np.sqrt(len(estimates))
+
+
+def test_gsnr_standard_error_matches_spread_over_repeats() -> None:
+    values, errors = zip(*(_gsnr_of_draws(16, 0.1, 128, seed=s) for s in range(100)), strict=True)
+    assert np.median(errors) == pytest.approx(np.std(values), rel=0.25)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +152,8 @@ def test_gsnr_from_sketch_moments_streamed_in_batches_matches_gsnr() -> None:
     reducer = SampleReducer()
     for part in (samples[:13], samples[13:]):  # the cut falls inside step 1
         reducer.add(part)
-    result = noise.gsnr_rows(reducer.finish().sketch_moments).set_index(["step", "key"])["value"]
+    result = noise.gsnr_rows(reducer.finish().sketch_moments).query("name == 'gsnr'")
+    result = result.set_index(["step", "key"])["value"]
     for (step, layer), block in samples.groupby(["step", "layer"]):
         expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))
         assert result[(step, layer)] == pytest.approx(expected, rel=1e-9)

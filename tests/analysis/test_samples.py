@@ -37,7 +37,7 @@ def _tables(steps: int = 9, micros: int = 2, batch: int = 5, seed: int = 0):
 def _head_scores(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """a_i of the head rows, computed here from the columns (reference)."""
     head = frame[frame["layer"] == "head"].merge(layers, on=["step", "layer"])
-    return head.assign(gwa=-head["weight_dot"] / (np.sqrt(head["norm2"]) * head["weight_norm"] + 1e-12))
+    return head.assign(gwa=-head["weight_dot"] / (np.sqrt(head["norm2"]) * head["weight_norm"]))
 
 
 def _options(layers: pd.DataFrame) -> dict:
