@@ -23,8 +23,8 @@ from gradscope.analysis.coherence import coherence_metrics, coherence_verdict, c
 from gradscope.analysis.conflict import conflict_metrics, conflict_verdict
 from gradscope.analysis.ddp_noise import ddp_noise_rows
 from gradscope.analysis.noise import noise_metrics, noise_verdict
-from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
 from gradscope.analysis.oscillation import grad_autocorr_rows, update_oscillation_rows
+from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.schedule import SCHEDULE_NAMES, schedule_metrics
 from gradscope.analysis.stability import stability_metrics, stability_verdict
