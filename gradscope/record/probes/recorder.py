@@ -211,7 +211,7 @@ class ProbeRecorder:
         finally:
             self.busy = False
         found = {"lambda_max": top + decay, "edge": limit, "edge_ratio": (top + decay) / limit,
-                 "trace": trace, "trace_se": se, "lanczos_steps": float(steps), "loss": float(value)}
+                 "trace": trace, "trace_se": se, "lanczos_steps": float(steps), "loss": float(value.detach())}
         self._values.add("", "curvature", {k: torch.tensor(v) for k, v in found.items()}, {})
         if rule.startswith("no edge") or math.isnan(limit):
             self._warn("curvature", f"step {step}: {rule}: sharpness recorded without an edge")

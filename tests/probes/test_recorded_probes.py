@@ -1,0 +1,150 @@
+"""Probes recorded in a training loop: dead units, curvature against the full Hessian, and
+a run with curvature bit-identical to a plain one."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import gradscope
+from gradscope.record.config import RecordConfig
+from gradscope.record.probes.curvature import hutchinson, lanczos_top
+from gradscope.store.reader import open_run
+
+
+def _probes(run_dir, probe):
+    table = open_run(run_dir).table("probes")
+    return table[table["probe"] == probe]
+
+
+def test_dead_units_on_a_relu_layer_with_planted_dead_units(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[0].bias[:6] = -100.0  # units 0..5 never fire
+        model[0].bias[6:] = 100.0  # the others always do
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    x = torch.randn(32, 8)
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run"):
+        for _ in range(2):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), torch.arange(32) % 4).backward()
+            optimizer.step()
+    rows = _probes(tmp_path / "run", "activation").set_index(["step", "layer", "key"])["value"]
+    assert rows[(0, "2", "dead_frac")] == pytest.approx(6 / 16)
+    assert rows[(0, "0", "dead_frac")] == 0.0
+    assert rows[(0, "2", "units")] == 16
+    with torch.no_grad():
+        hidden = torch.relu(torch.addmm(model[0].bias, x, model[0].weight.T))  # after 2 tiny steps: close
+    assert rows[(1, "0", "rms")] == pytest.approx(float(x.square().mean().sqrt()), rel=1e-6)
+    assert rows[(1, "0", "max_abs")] == pytest.approx(float(x.abs().max()), rel=1e-6)
+    assert rows[(1, "2", "max_abs")] == pytest.approx(float(hidden.abs().max()), rel=1e-3)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+def _full_hessian(model, x, y):
+    params = [p.detach().clone() for p in model.parameters()]
+    shapes = [p.shape for p in params]
+
+    def loss(flat):
+        pieces, start = [], 0
+        for shape in shapes:
+            pieces.append(flat[start:start + shape.numel()].reshape(shape))
+            start += shape.numel()
+        return F.mse_loss(torch.func.functional_call(model, dict(zip(
+            [n for n, _ in model.named_parameters()], pieces)), (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in params]))
+
+
+def test_lanczos_and_hutchinson_against_the_full_hessian():
+    model = _tiny()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    hessian = _full_hessian(model, x, y)
+    generator = torch.Generator().manual_seed(0)
+    like = torch.zeros(1, dtype=torch.float64)
+    top, _ = lanczos_top(lambda v: hessian @ v, hessian.shape[0], 20, generator, like)
+    assert top == pytest.approx(float(torch.linalg.eigvalsh(hessian).max()), rel=1e-8)
+    trace, se = hutchinson(lambda v: hessian @ v, hessian.shape[0], 200, generator, like)
+    assert abs(trace - float(hessian.trace())) <= 2 * se
+    assert 0 < se < 0.2 * abs(float(hessian.trace()))
+
+
+def test_recorded_sharpness_and_edge_for_sgd(tmp_path):
+    model = _tiny()
+    lr = 0.05
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    expected = []
+    config = RecordConfig(curvature=1)
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run", config=config):
+        for _ in range(3):
+            optimizer.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            hessian = _full_hessian(model, x, y)
+            expected.append((float(torch.linalg.eigvalsh(hessian).max()), float(hessian.trace())))
+            optimizer.step()
+    rows = _probes(tmp_path / "run", "curvature").pivot(index="step", columns="key", values="value")
+    assert list(rows.index) == [0, 1, 2]
+    for step, (top, trace) in enumerate(expected):
+        assert rows.loc[step, "lambda_max"] == pytest.approx(top, rel=1e-6)
+        assert rows.loc[step, "edge"] == pytest.approx(2 / lr)
+        assert abs(rows.loc[step, "trace"] - trace) <= 3 * rows.loc[step, "trace_se"]
+
+
+class Net(nn.Module):
+    """Dropout and a train-mode BatchNorm: the forward has random draws and side effects."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _train(run_dir=None):
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    data = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    losses, recorder = [], None
+    if run_dir is not None:
+        recorder = gradscope.Recorder(model, optimizer, run_dir=run_dir, config=RecordConfig(curvature=1))
+        recorder.start()
+    for step in range(4):
+        index = torch.randperm(64)[:16]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(data[0][index]), data[1][index])
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        losses.append((loss.detach(), grads, step))
+    if recorder is not None:
+        recorder.close()
+    return losses, copy.deepcopy(model.state_dict()), torch.get_rng_state()
+
+
+def test_curvature_leaves_training_bit_identical(tmp_path):
+    plain_losses, plain_state, plain_rng = _train()
+    losses, state, rng = _train(tmp_path / "run")
+    for (a, grads_a, _), (b, grads_b, _) in zip(plain_losses, losses):
+        assert torch.equal(a, b)
+        assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b))
+    assert plain_state.keys() == state.keys()
+    assert all(torch.equal(plain_state[k], state[k]) for k in state)  # weights and BN buffers
+    assert torch.equal(plain_rng, rng)
+    rows = _probes(tmp_path / "run", "curvature").pivot(index="step", columns="key", values="value")
+    assert list(rows.index) == [0, 1, 2, 3]
+    assert (rows["lambda_max"] > 0).all()
+    # the replayed loss is the user's loss: same dropout masks, same batch statistics
+    assert rows["loss"].tolist() == pytest.approx([float(a) for a, _, _ in plain_losses], rel=1e-6)
+    meta = open_run(tmp_path / "run").meta
+    assert not meta.get("failures"), meta.get("failures")
