@@ -172,7 +172,8 @@ def _families(
         "alignment": (lambda: alignment_metrics(_usable(summary)), alignment_verdict),
         "noise": (lambda: noise_metrics(layers, _usable(summary), gram), noise_verdict),
         "stability": (
-            lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+            lambda: stability_metrics(steps, layers, summary.nonfinite if summary is not None else None,
+                                      tables.get("probes")),
             stability_verdict,
         ),
     }

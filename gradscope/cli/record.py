@@ -35,7 +35,8 @@ def record(
         int | None, typer.Option(help="Batch dimension of module inputs (default: auto).")
     ] = None,
     curvature: Annotated[
-        str | None, typer.Option(help="Opt-in Hessian probe: every=N (top eigenvalue and trace every N steps).")
+        str | None,
+        typer.Option(help="Opt-in Hessian probe: every=N (top eigenvalue and trace every N steps)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Write into an existing run directory.")] = False,
 ) -> None:

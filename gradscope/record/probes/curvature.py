@@ -96,7 +96,9 @@ def _same(groups: list[dict], key: str) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
-def edge(optimizer: torch.optim.Optimizer | None, params: list[Tensor]) -> tuple[float, str, Tensor | None, float]:
+def edge(
+    optimizer: torch.optim.Optimizer | None, params: list[Tensor]
+) -> tuple[float, str, Tensor | None, float]:
     """(edge, rule, preconditioner diagonal P^-1/2 on flat params or None, weight decay added
     to lambda_max) for the optimizer's step about to run."""
     groups = [] if optimizer is None else [g for g in optimizer.param_groups if g["params"]]
@@ -129,7 +131,8 @@ def _adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor],
     parts = []
     for p in params:
         state = optimizer.state.get(p, {})
-        g2 = p.grad.detach().float().square() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        g2 = grad.detach().float().square()
         previous = state.get("exp_avg_sq")
         step = float(state.get("step", 0))
         v = (1 - beta2) * g2 if previous is None else beta2 * previous.float() + (1 - beta2) * g2

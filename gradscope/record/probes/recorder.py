@@ -33,8 +33,8 @@ class ProbeRecorder:
     """See the module docstring. ``upcoming`` / ``capturing``: the Recorder's step state."""
 
     def __init__(self, names: Any, *, cheap: bool, every: int, curvature_every: int, seed: int,
-                 upcoming: Callable[[], int], capturing: Callable[[], bool], quiet: Callable[[], bool], guard: Any,
-                 warn: Callable[[str, str], None]) -> None:
+                 upcoming: Callable[[], int], capturing: Callable[[], bool], quiet: Callable[[], bool],
+                 guard: Any, warn: Callable[[str, str], None]) -> None:
         self._names, self._cheap, self._every, self._curvature = names, cheap, every, curvature_every
         self._seed, self._upcoming, self._capturing, self._warn = seed, upcoming, capturing, warn
         self._quiet = quiet
@@ -82,7 +82,7 @@ class ProbeRecorder:
             setattr(torch.nn.functional, name, original)
         self._restore = []
 
-    def _wrapped(self, original: Callable[..., Any], callback: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _wrapped(self, original: Callable[..., Any], callback: Callable[..., Any] | None) -> Any:
         @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not torch.compiler.is_compiling():
@@ -243,10 +243,11 @@ def derived(values: dict[tuple[str, str, str], Tensor]) -> list[tuple[str, str, 
             out.append((layer, probe, "weight_bound" + HEAD, v["weight_bound" + HEAD]))
         if probe == "logits" and "rows" in v:
             rows = v["rows"]
-            out += [(layer, probe, "log_z_mean", v["log_z_sum"] / rows), (layer, probe, "log_z_max", v["log_z_max"]),
-                    (layer, probe, "max_logit", v["max_logit"]), (layer, probe, "gap_mean", v["gap_sum"] / rows),
-                    (layer, probe, "gap_min", v["gap_min"]), (layer, probe, "collapse_frac", v["collapsed"] / rows),
-                    (layer, probe, "saturated_frac", v["saturated"] / rows), (layer, probe, "rows", rows)]
+            found = {"log_z_mean": v["log_z_sum"] / rows, "log_z_max": v["log_z_max"],
+                     "max_logit": v["max_logit"], "gap_mean": v["gap_sum"] / rows, "gap_min": v["gap_min"],
+                     "collapse_frac": v["collapsed"] / rows, "saturated_frac": v["saturated"] / rows,
+                     "rows": rows}
+            out += [(layer, probe, key, value) for key, value in found.items()]
         if probe == "logits" and "nlm_cos" in v:
             out.append((layer, probe, "nlm_cos", v["nlm_cos"]))
         if probe == "activation":
