@@ -148,3 +148,15 @@ def test_curvature_leaves_training_bit_identical(tmp_path):
     assert rows["loss"].tolist() == pytest.approx([float(a) for a, _, _ in plain_losses], rel=1e-6)
     meta = open_run(tmp_path / "run").meta
     assert not meta.get("failures"), meta.get("failures")
+
+
+def test_minimal_profile_records_no_probes(tmp_path):
+    model = _tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run", profile="minimal"):
+        optimizer.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        optimizer.step()
+    assert not open_run(tmp_path / "run").has("probes")
+    assert F.mse_loss.__name__ == "mse_loss" and F.mse_loss is torch.nn.functional.mse_loss

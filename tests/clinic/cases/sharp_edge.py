@@ -1,6 +1,7 @@
 """Past the edge of stability, seen by curvature (record with --curvature every=N): a
-two-layer tanh network fitted by SGD (mini-batches of 64) at lr = 3 / lambda_max of its
-loss Hessian at initialisation, past gradient descent's 2 / lambda_max (Cohen et al. 2021).
+two-layer tanh network fitted to a noisy linear target by SGD (mini-batches of 64) at
+lr = 3 / lambda_max of its loss Hessian at initialisation, past gradient descent's
+2 / lambda_max (Cohen et al. 2021).
 lambda_max is measured before training by power iteration on Hessian-vector products of the
 full-batch loss (a private generator: the training's random stream is untouched).
 
@@ -12,11 +13,11 @@ from _common import parse, seeded
 from torch import nn
 from torch.nn import functional as F
 
-args = parse(__doc__, steps=30)
+args = parse(__doc__, steps=20)
 generator = seeded(0)
-samples, features = 256, 8
+samples, features = 256, 16
 x = torch.randn(samples, features, generator=generator) * torch.linspace(0.5, 3.0, features)
-y = torch.sin(x @ torch.randn(features, 1, generator=generator))
+y = x @ torch.randn(features, 1, generator=generator) + 0.1 * torch.randn(samples, 1, generator=generator)
 model = nn.Sequential(nn.Linear(features, 16), nn.Tanh(), nn.Linear(16, 1))
 
 
