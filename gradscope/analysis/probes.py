@@ -48,6 +48,16 @@ PER_LAYER = (
 CURVATURE = {"lambda_max": "sharpness", "edge": "sharpness_edge", "edge_ratio": "sharpness_edge_ratio",
              "trace": "hessian_trace", "trace_se": "hessian_trace_se"}
 PROBE_METRICS = tuple(m for _, _, m, _ in PER_LAYER) + tuple(CURVATURE.values())
+# The source behind each probe finding's threshold (the verdict's ``source`` when it leads).
+SOURCES = {
+    "attn_max_logit": f"attention logit growth: max |q.k|/sqrt(d) >= {ATTN_LOGIT:g} and {ATTN_GROWTH:g}x "
+                      "its first value (Wortsman et al. 2023)",
+    "attn_entropy_rel": f"attention entropy < {ENTROPY_COLLAPSE:g} of uniform (Zhai et al. 2023)",
+    "softmax_collapse": "softmax exactly one-hot in the training dtype (Prieto et al. 2025)",
+    "dead_units": f">= {DEAD_UNITS:.0%} of input units zero for every sample (dying ReLU, Lu et al. 2019)",
+    "sharpness_edge_ratio": "lambda_max >= 2/eta (SGD), (2+2b1)/((1-b1)eta) preconditioned (Adam); "
+                            "Cohen et al. 2021, 2022",
+}
 
 
 def _heads(probes: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
-from gradscope.analysis.probes import probe_findings, probe_metrics
+from gradscope.analysis.probes import SOURCES, probe_findings, probe_metrics
 from gradscope.analysis.text import step_list
 from gradscope.analysis.thresholds import (
     EXPLODE,
@@ -332,6 +332,6 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
         value=float(value),
         threshold=float(limit),
         steps=steps,
-        source=source,
+        source=SOURCES.get(name, source),
         details=details,
     )
