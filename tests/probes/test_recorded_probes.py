@@ -160,3 +160,26 @@ def test_minimal_profile_records_no_probes(tmp_path):
         optimizer.step()
     assert not open_run(tmp_path / "run").has("probes")
     assert F.mse_loss.__name__ == "mse_loss" and F.mse_loss is torch.nn.functional.mse_loss
+
+
+def test_adam_sharpness_is_of_the_preconditioned_hessian(tmp_path):
+    model = _tiny()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    expected = []
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run", config=RecordConfig(curvature=1)):
+        for step in range(3):
+            optimizer.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            scales = []
+            for p in model.parameters():
+                previous = optimizer.state.get(p, {}).get("exp_avg_sq")
+                v = 0.001 * p.grad.square() + (0 if previous is None else 0.999 * previous)
+                scales.append(((v / (1 - 0.999 ** (step + 1))).sqrt() + 1e-8).rsqrt().reshape(-1))
+            d = torch.cat(scales)
+            hessian = _full_hessian(model, x, y)
+            expected.append(float(torch.linalg.eigvalsh(d[:, None] * hessian * d[None, :]).max()))
+            optimizer.step()
+    rows = _probes(tmp_path / "run", "curvature").pivot(index="step", columns="key", values="value")
+    assert rows["lambda_max"].tolist() == pytest.approx(expected, rel=1e-5)
+    assert rows["edge"].tolist() == pytest.approx([(2 + 2 * 0.9) / (0.1 * 0.01)] * 3)

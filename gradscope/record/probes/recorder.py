@@ -194,27 +194,36 @@ class ProbeRecorder:
         reason = replay.why_not(loss.call.module)
         if reason is not None:
             raise RuntimeError(reason)
-        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self.busy = True
         try:
-            value, leaves, originals = replay.replayed_loss(loss, trained)
-            if not leaves:
-                return
-            limit, rule, scale, decay = curvature.edge(optimizer, originals)
-            hvp = curvature.hvp_operator(value, leaves)
-            operator = hvp if scale is None else (lambda v: scale * hvp(scale * v))
-            like = leaves[0].detach()
-            size = sum(p.numel() for p in leaves)
-            generator = torch.Generator(device=like.device).manual_seed(self._seed * 1_000_003 + step)
-            top, steps = curvature.lanczos_top(operator, size, curvature.LANCZOS_STEPS, generator, like)
-            trace, se = curvature.hutchinson(hvp, size, curvature.HUTCHINSON_PROBES, generator, like)
+            with torch.enable_grad():  # optimizer step hooks may run under no_grad
+                found, rule = self._sharpness(loss, optimizer, step)
         finally:
             self.busy = False
+        if found is None:
+            return
+        self._values.add("", "curvature", {k: torch.tensor(v) for k, v in found.items()}, {})
+        if math.isnan(found["edge"]):
+            self._warn("curvature", f"step {step}: {rule}: sharpness recorded without an edge")
+
+    def _sharpness(self, loss: replay.LossCall, optimizer: torch.optim.Optimizer,
+                   step: int) -> tuple[dict[str, float] | None, str]:
+        """lambda_max (of the preconditioned Hessian for Adam), the edge and the trace."""
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        value, leaves, originals = replay.replayed_loss(loss, trained)
+        if not leaves:
+            return None, ""
+        limit, rule, scale, decay = curvature.edge(optimizer, originals)
+        hvp = curvature.hvp_operator(value, leaves)
+        operator = hvp if scale is None else (lambda v: scale * hvp(scale * v))
+        like = leaves[0].detach()
+        size = sum(p.numel() for p in leaves)
+        generator = torch.Generator(device=like.device).manual_seed(self._seed * 1_000_003 + step)
+        top, steps = curvature.lanczos_top(operator, size, curvature.LANCZOS_STEPS, generator, like)
+        trace, se = curvature.hutchinson(hvp, size, curvature.HUTCHINSON_PROBES, generator, like)
         found = {"lambda_max": top + decay, "edge": limit, "edge_ratio": (top + decay) / limit,
                  "trace": trace, "trace_se": se, "lanczos_steps": float(steps), "loss": float(value.detach())}
-        self._values.add("", "curvature", {k: torch.tensor(v) for k, v in found.items()}, {})
-        if rule.startswith("no edge") or math.isnan(limit):
-            self._warn("curvature", f"step {step}: {rule}: sharpness recorded without an edge")
+        return found, rule
 
     # emission -----------------------------------------------------------------------------
 
