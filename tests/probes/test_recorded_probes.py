@@ -183,3 +183,31 @@ def test_adam_sharpness_is_of_the_preconditioned_hessian(tmp_path):
     rows = _probes(tmp_path / "run", "curvature").pivot(index="step", columns="key", values="value")
     assert rows["lambda_max"].tolist() == pytest.approx(expected, rel=1e-5)
     assert rows["edge"].tolist() == pytest.approx([(2 + 2 * 0.9) / (0.1 * 0.01)] * 3)
+
+
+def test_transformer_encoder_attention_with_causal_and_padding_masks(tmp_path):
+    """nn.TransformerEncoderLayer hands MultiheadAttention float masks: the recorded
+    entropy equals the entropy of the attention weights the module itself computes."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    encoder, head = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False), nn.Linear(16, 5)
+    optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.0)
+    src = torch.randn(3, 6, 16) * 3
+    causal = nn.Transformer.generate_square_subsequent_mask(6)
+    padding = torch.zeros(3, 6, dtype=torch.bool)
+    padding[1, 4:] = True
+    with gradscope.Recorder(run_dir=tmp_path / "run"):
+        for _ in range(2):
+            optimizer.zero_grad()
+            out = encoder(src, mask=causal, src_key_padding_mask=padding, is_causal=True)
+            F.cross_entropy(head(out).flatten(0, 1), torch.arange(18) % 5).backward()
+            optimizer.step()
+    attention = encoder.layers[0].self_attn
+    _, weights = attention(src, src, src, attn_mask=causal, key_padding_mask=padding,
+                           average_attn_weights=False)
+    plogp = torch.where(weights > 0, weights * weights.log(), torch.zeros_like(weights))
+    expected = (-plogp.sum(-1)).mean(dim=(0, 2)).tolist()
+    rows = _probes(tmp_path / "run", "attention")
+    rows = rows[(rows["step"] == 1) & (rows["layer"] == "layers.0.self_attn")].set_index("key")["value"]
+    assert [rows["entropy.h0"], rows["entropy.h1"]] == pytest.approx(expected, rel=1e-4)
+    assert rows["weight_bound.h0"] > 0
