@@ -47,3 +47,11 @@ def test_nlm_cos_reads_the_gradient_against_the_weights():
     assert float(nlm_cos(weight)) == pytest.approx(1.0)
     weight.grad = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert float(nlm_cos(weight)) == pytest.approx(-1 / math.sqrt(30))
+
+
+def test_rows_beyond_the_budget_are_evenly_spaced(monkeypatch):
+    from gradscope.record.probes import logits
+
+    monkeypatch.setattr(logits, "BUDGET", 40)
+    rows = rows_of(torch.arange(100, dtype=torch.float32).reshape(25, 4))  # 25 rows, budget 10
+    assert rows.shape == (10, 4) and rows[0, 0] == 0 and rows[-1, 0] == 96

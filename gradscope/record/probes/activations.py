@@ -31,10 +31,14 @@ def activation_stats(x: Tensor, dim: int) -> dict[str, Tensor]:
     with torch.no_grad():
         x = x.detach()
         flat = x.movedim(dim, -1).reshape(-1, x.shape[dim])
-        wide = flat.float()
+        if not flat.numel():
+            zero = torch.zeros((), device=x.device)
+            return {"sumsq": zero, "count": zero, "max_abs": zero, "alive": (flat != 0).any(0)}
+        low, high = torch.aminmax(flat)
         return {
-            "sumsq": wide.square().sum(),
+            "sumsq": torch.linalg.vector_norm(flat, dtype=torch.float32 if flat.element_size() < 4 else None)
+            .float().square(),
             "count": torch.tensor(float(flat.numel()), device=x.device),
-            "max_abs": wide.abs().amax() if flat.numel() else torch.zeros((), device=x.device),
+            "max_abs": torch.maximum(-low, high).float(),
             "alive": (flat != 0).any(0),
         }

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-BUDGET = 1 << 22  # logits per attention call (16 MiB in float32)
+BUDGET = 1 << 16  # logits per attention call (256 KiB in float32; docs/performance.md)
 POWER_ITERATIONS = 20
 
 
@@ -85,9 +85,11 @@ def attention_stats(
             shifted = shifted + extra.float()
             ok = ok & torch.isfinite(shifted)
         live = ok.any(-1)  # [b, H, t]: rows that see a key
-        probs = torch.softmax(shifted.masked_fill(~live[..., None], 0.0), dim=-1)
-        plogp = torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs))
-        entropy = (-plogp.sum(-1)).masked_fill(~live, 0.0)
+        shifted = shifted.masked_fill(~live[..., None], 0.0)
+        log_z = torch.logsumexp(shifted, dim=-1, keepdim=True)
+        probs = torch.exp(shifted - log_z)  # H = log Z - sum_s p_s l_s over the keys seen
+        entropy = (log_z.squeeze(-1) - (probs * shifted.masked_fill(probs == 0, 0.0)).sum(-1))
+        entropy = entropy.clamp(min=0.0).masked_fill(~live, 0.0)
         log_keys = torch.log(ok.sum(-1).clamp(min=1).float()).masked_fill(~live, 0.0)
         return {
             "max_logit": logits.abs().masked_fill(~ok, 0.0).amax(dim=(0, 2, 3)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+BUDGET = 1 << 24  # logits per call: more rows than fit are subsampled evenly (docs/probes.md)
 MAX_CHAIN = 8  # view / reshape nodes walked back from the loss input to a module output
 VIEW_NODES = ("ViewBackward", "ReshapeAliasBackward", "UnsafeViewBackward", "SqueezeBackward",
               "UnsqueezeBackward", "CloneBackward", "ToCopyBackward", "SliceBackward", "SelectBackward",
@@ -39,6 +40,9 @@ def rows_of(logits: Tensor, target: Tensor | None = None, ignore_index: int = -1
     z = z.reshape(-1, z.shape[-1])
     if target is not None and not target.is_floating_point() and target.numel() == z.shape[0]:
         z = z[target.detach().reshape(-1) != ignore_index]
+    if z.numel() > BUDGET:  # a large vocabulary times many tokens: evenly spaced rows
+        count = max(1, BUDGET // z.shape[1])
+        z = z[torch.linspace(0, z.shape[0] - 1, count, device=z.device).round().long()]
     return z
 
 
