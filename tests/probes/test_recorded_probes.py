@@ -3,6 +3,7 @@ a run with curvature bit-identical to a plain one."""
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -211,3 +212,28 @@ def test_transformer_encoder_attention_with_causal_and_padding_masks(tmp_path):
     rows = rows[(rows["step"] == 1) & (rows["layer"] == "layers.0.self_attn")].set_index("key")["value"]
     assert [rows["entropy.h0"], rows["entropy.h1"]] == pytest.approx(expected, rel=1e-4)
     assert rows["weight_bound.h0"] > 0
+
+
+def test_a_failing_probe_stops_only_the_cheap_probes(tmp_path, monkeypatch):
+    from gradscope.record.probes import activations
+
+    def broken(x, dim):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(activations, "activation_stats", broken)
+    model = _tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    losses = []
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run", config=RecordConfig(curvature=1)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+    run = open_run(tmp_path / "run")
+    assert [f["component"] for f in run.meta["failures"]] == ["probes"]
+    assert "planted" in run.meta["failures"][0]["message"]
+    assert sorted(_probes(tmp_path / "run", "curvature")["step"].unique()) == [0, 1, 2]
+    assert len(run.table("steps")) == 3 and all(np.isfinite(losses))

@@ -47,13 +47,18 @@ class ProbeRecorder:
         self._head: tuple[str, nn.Module] | None = None
         self._loss: replay.LossCall | None = None
         self._restore: list[tuple[str, Any]] = []
-        self.forward_pre = guard("probes", self._forward_pre)
-        self.forward = guard("probes", self._forward)
-        self.step_pre = guard("probes", self._step_pre)
+        # one name per part: a cheap probe that raises stops the cheap probes, not curvature
+        self.forward_pre = guard("probe hooks", self._forward_pre)
+        self.forward = guard("probe hooks", self._forward)
+        self.step_pre = guard("probe hooks", self._step_pre)
+        self._on_loss = guard("probe hooks", self._loss_called)
+        self.rows = guard("probe rows", self._rows)
         self._on_sdpa = guard("probes", self._sdpa)
-        self._on_loss = guard("probes", self._loss_called)
+        self._module_probes_of = guard("probes", self._module_probes)
+        self._logits_of = guard("probes", self._logits_probe)
+        self._nlm_of = guard("probes", self._nlm)
+        self._remember = guard("curvature", self._remember_loss)
         self._curvature_step = guard("curvature", self._curvature_of)
-        self.rows = guard("probes", self._rows)
 
     # which steps --------------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ class ProbeRecorder:
                     call = replay.Call(module, args, kwargs, *self._start, path=path)
                     self._outer[id(tensor.grad_fn)] = (tensor.grad_fn, call)
         if cheap and name is not None:
-            self._module_probes(module, name, args, kwargs)
+            self._module_probes_of(module, name, args, kwargs)
 
     def _module_probes(self, module: nn.Module, name: str, args: tuple, kwargs: dict) -> None:
         if isinstance(module, nn.MultiheadAttention):
@@ -154,9 +159,11 @@ class ProbeRecorder:
             return
         chain = logits.view_chain(z)
         if curv:
-            self._remember_loss(function, chain, z, args, kwargs)
-        if not cheap or function.__name__ != "cross_entropy":
-            return
+            self._remember(function, chain, z, args, kwargs)
+        if cheap and function.__name__ == "cross_entropy":
+            self._logits_of(chain, z, target, given)
+
+    def _logits_probe(self, chain: list, z: Tensor, target: Any, given: dict) -> None:
         found = next((self._inner[id(node)] for node, _ in chain if id(node) in self._inner), None)
         layer = found[1] if found is not None else ""
         if found is not None:
@@ -181,13 +188,15 @@ class ProbeRecorder:
 
     def _step_pre(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self._cheap and step % self._every == 0 and self._head is not None:
-            name, head = self._head
-            weight = head._parameters.get("weight")
-            cos = logits.nlm_cos(weight) if isinstance(weight, Tensor) else None
-            if cos is not None:
-                self._values.add(name, "logits", {"nlm_cos": cos}, {"nlm_cos": "last"})
+            self._nlm_of(*self._head)
         if self._curvature and step % self._curvature == 0 and self._loss is not None:
             self._curvature_step(optimizer, step)
+
+    def _nlm(self, name: str, head: nn.Module) -> None:
+        weight = head._parameters.get("weight")
+        cos = logits.nlm_cos(weight) if isinstance(weight, Tensor) else None
+        if cos is not None:
+            self._values.add(name, "logits", {"nlm_cos": cos}, {"nlm_cos": "last"})
 
     def _curvature_of(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         loss, self._loss = self._loss, None
