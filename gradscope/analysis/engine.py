@@ -187,7 +187,8 @@ def _families(
                                        ddp_noise_rows(raw.get("layers"), raw.get("steps"))]), noise_verdict),
         "stability": (
             lambda: concat_rows([
-                stability_metrics(steps, layers, summary.nonfinite if summary is not None else None),
+                stability_metrics(steps, layers, summary.nonfinite if summary is not None else None,
+                                  tables.get("probes")),
                 update_oscillation_rows(layers),
                 schedule_metrics(steps, layers),  # lr, weight and update norms: shown, never judged
             ]),

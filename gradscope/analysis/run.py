@@ -46,6 +46,7 @@ ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     "gram": TABLES["gram"].names,
     "tasks": TABLES["tasks"].names,
     "task_samples": TABLES["task_samples"].names,
+    "probes": TABLES["probes"].names,
 }
 BATCH_ROWS = 65_536
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
+from gradscope.analysis.probes import SOURCES, probe_findings, probe_metrics
 from gradscope.analysis.text import step_list
 from gradscope.analysis.thresholds import (
     EXPLODE,
@@ -176,15 +177,20 @@ def _nonfinite_rows(
 
 
 def stability_metrics(
-    steps: pd.DataFrame | None, layers: pd.DataFrame | None, samples_nonfinite: pd.DataFrame | None = None
+    steps: pd.DataFrame | None,
+    layers: pd.DataFrame | None,
+    samples_nonfinite: pd.DataFrame | None = None,
+    probes: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """All stability rows (step, name, scope, key, value); missing inputs give fewer rows.
-    ``samples_nonfinite`` (step, rows) names the steps whose per-sample values overflowed."""
+    ``samples_nonfinite`` (step, rows) names the steps whose per-sample values overflowed;
+    ``probes``: the PROBES table (gradscope.analysis.probes)."""
     parts = _step_rows(steps) if has_columns(steps, "step") else []
     per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
     if len(per_layer):
         parts += _layer_rows(per_layer)
     parts.append(_nonfinite_rows(steps, per_layer, samples_nonfinite))
+    parts.append(probe_metrics(probes))
     return concat_rows(parts)
 
 
@@ -225,10 +231,15 @@ def _depth_findings(relative: pd.Series) -> list[tuple[Level, str, str, float, f
 _PRIORITY = (
     "nonfinite",
     "nonfinite_samples",
+    "sharpness_edge_ratio",  # probes (gradscope.analysis.probes): early warnings come first
+    "attn_max_logit",
+    "attn_entropy_rel",
+    "softmax_collapse",
     "loss_spike_z",
     "grad_norm_spike_z",
     "grad_norm_rel",
     "dead",
+    "dead_units",
     "frozen",
     "update_ratio",
 )
@@ -267,7 +278,7 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
             limit = low if value < low else high
             text = f"update/weight ratio of {layer} {value:.2g} outside {UPDATE_RATIO.text()}"
             found.append(("warn", text, "update_ratio", value, limit, ()))
-    return found
+    return found + probe_findings(rows)
 
 
 def _recorded_steps(rows: pd.DataFrame) -> tuple[int, int]:
@@ -321,6 +332,6 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
         value=float(value),
         threshold=float(limit),
         steps=steps,
-        source=source,
+        source=SOURCES.get(name, source),
         details=details,
     )

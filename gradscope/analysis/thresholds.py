@@ -93,3 +93,21 @@ GATES: dict[str, dict[str, float]] = {
         "coherence.m_coherence.median >": M_COHERENCE_GATE,
     },
 }
+
+# --- stability: instability probes (docs/probes.md) -------------------------------------------
+# Attention logit growth (Wortsman et al. 2023): a head's max |q.k|/sqrt(d) both large in
+# absolute terms (softmax weights e^-30 ~ 1e-13 apart: one-hot in practice) and grown
+# ATTN_GROWTH-fold over its first recorded value (a head born sharp is not "growth").
+ATTN_LOGIT = 30.0
+ATTN_GROWTH = 3.0
+# Entropy collapse (Zhai et al. 2023): a head's mean entropy below 10% of a uniform row's
+# (log of the keys it sees), after starting above three times that.
+ENTROPY_COLLAPSE = 0.1
+# Dead units: half of a layer's input units zero for every sample and position of a recorded
+# batch (dying ReLU), on 2+ recorded steps.
+DEAD_UNITS = 0.5
+# Softmax collapse (Prieto et al. 2025): any sample whose softmax is exactly one-hot in the
+# training dtype, on 2+ recorded steps.
+SOFTMAX_COLLAPSE = 0.0
+# Sharpness at or past the edge of stability (Cohen et al. 2021, 2022): lambda_max / edge >= 1.
+EDGE_RATIO = 1.0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gradscope.errors import GradscopeError, os_error_line
 from gradscope.errors import short_path as shown
+from gradscope.store.schema import TABLES
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -46,7 +47,6 @@ def config_file(path: Path) -> Path:
 
 
 RUN_FILES = ("meta.json", "events.jsonl")
-RUN_TABLES = ("steps", "layers", "samples")
 
 
 def output_file(path: Path, option: str, runs: tuple[Path, ...] = ()) -> Path:
@@ -57,7 +57,7 @@ def output_file(path: Path, option: str, runs: tuple[Path, ...] = ()) -> Path:
         for run in runs:
             root = run.resolve()
             if target in [root / name for name in RUN_FILES] or any(
-                    target.is_relative_to(root / table) for table in RUN_TABLES):
+                    target.is_relative_to(root / table) for table in TABLES):
                 raise GradscopeError(f"{option} {shown(path)} would overwrite the run's own data; "
                                      "give another file name")
     except (OSError, RuntimeError):

@@ -52,6 +52,10 @@ def record(
     batch_dim: Annotated[
         int | None, typer.Option(help="Batch dimension of module inputs (default: auto).")
     ] = None,
+    curvature: Annotated[
+        str | None,
+        typer.Option(help="Opt-in Hessian probe: every=N (top eigenvalue and trace every N steps)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Write into an existing run directory.")] = False,
 ) -> None:
     """Run COMMAND (after --) unchanged and record its training into a run directory.
@@ -62,7 +66,7 @@ def record(
     command = list(ctx.args)
     config = RecordConfig.from_options(
         profile=Profile(profile).value, every=every, sketch=sketch,
-        reduction=Reduction(reduction).value, batch_dim=batch_dim,
+        reduction=Reduction(reduction).value, batch_dim=batch_dim, curvature=curvature_every(curvature),
     )
     run_dir = out if out is not None else default_run_dir(command)
     code = launch(command, run_dir, config, force=force)
@@ -70,6 +74,16 @@ def record(
 
     print(f"gradscope: {summary_line(run_dir)}", file=sys.stderr, flush=True)
     raise typer.Exit(code)
+
+
+def curvature_every(text: str | None) -> int:
+    """N from ``--curvature every=N`` (0 when the option is absent)."""
+    if text is None:
+        return 0
+    name, _, value = text.partition("=")
+    if name.strip() != "every" or not value.strip().isdigit() or int(value) < 1:
+        raise GradscopeError(f"--curvature takes every=N with N >= 1, not {text!r}")
+    return int(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ class RecordConfig:
     reduction: str = "auto"  # how the loss reduces over samples (auto reads the loss graph)
     batch_dim: int | None = None  # batch dimension of module inputs; None detects it
     seed: int = 0  # seeds the sketch projections (a private generator, never torch's global)
+    curvature: int = 0  # Hessian top eigenvalue and trace every N steps (docs/probes.md); 0 off
 
     @classmethod
     def from_options(cls, **options: Any) -> RecordConfig:
@@ -37,6 +38,8 @@ class RecordConfig:
             raise GradscopeError(f"--every must be at least 1, not {config.every}")
         if config.sketch < 0:
             raise GradscopeError(f"--sketch must be 0 or more, not {config.sketch}")
+        if config.curvature < 0:
+            raise GradscopeError(f"--curvature every=N needs N >= 1, not {config.curvature}")
         if config.batch_dim is not None and config.batch_dim < 0:
             raise GradscopeError(f"--batch-dim must be 0 or more, not {config.batch_dim}")
         return config
@@ -44,6 +47,11 @@ class RecordConfig:
     @property
     def per_sample(self) -> bool:
         return self.profile in ("standard", "full")
+
+    @property
+    def probes(self) -> bool:
+        """The cheap instability probes (attention, logits, activations): not in minimal."""
+        return self.profile != "minimal"
 
     @property
     def gram(self) -> bool:

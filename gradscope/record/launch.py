@@ -24,6 +24,7 @@ from gradscope.record.config import RecordConfig
 from gradscope.record.supervise import Outcome, run_supervised
 from gradscope.store import meta as run_meta
 from gradscope.store.meta import META_FILE, new_meta, now_iso, write_json_atomic
+from gradscope.store.schema import TABLES
 
 BOOTSTRAP_DIR = Path(__file__).parent / "inject" / "bootstrap"
 ENV_RUN_DIR = "GRADSCOPE_RUN_DIR"
@@ -99,7 +100,7 @@ def clear_earlier_run(run_dir: Path) -> None:
     """--force: remove an earlier run's own files (its tables, events and card; anything
     else in the folder stays). Left in place, its shards were read as this run's and its
     events made a run that recorded nothing look recorded (issue 12)."""
-    for table in ("steps", "layers", "samples"):
+    for table in TABLES:  # every table, the probes / gram / tasks ones too
         if (run_dir / table).is_dir() and not (run_dir / table).is_symlink():
             shutil.rmtree(run_dir / table)
     for name in (run_meta.EVENTS_FILE, META_FILE):

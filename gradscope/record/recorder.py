@@ -38,6 +38,7 @@ from gradscope.record.losses import BackwardLoss, Scaled, loss_of
 from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames, is_compiled
 from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
+from gradscope.record.probes import make_probes
 from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.runcard import RunCard
@@ -118,6 +119,8 @@ class Recorder(Callbacks):
         self._writer: ShardWriter | None = None
         self._pending = _Pending()
         self._steps = StepMachine()
+        self._probes = make_probes(self.config, self._names, self._steps, self._engine, self._measure,
+                                   self._warn)
         self._stepping: Any = None  # the optimizer whose step() runs
         self._loss: BackwardLoss | None = None
         self._scaled: Scaled | None = None  # the last scaler.scale() call
@@ -155,6 +158,7 @@ class Recorder(Callbacks):
                 self._report_failure("run directory", err)
                 return
         self._hooks.install()
+        self._guard("probes", self._probes.install)()
         self._active = True
         active.push(self)
 
@@ -164,6 +168,7 @@ class Recorder(Callbacks):
             return
         self._guard("close", self._close_steps)()
         self._hooks.remove()
+        self._probes.remove()
         self._active = False
         active.pop(self)
         self._guard("writer", self._close_writer)()
@@ -234,12 +239,14 @@ class Recorder(Callbacks):
             self._card.layers_dirty |= self._names.add_root(module)
         if self._engine is not None and is_compiled(module):
             self._card.layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
+        self._probes.forward_pre(module)
 
     def forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self._probes.forward(module, args, kwargs, output)
         engine = self._engine
         if engine is None or engine.suspended or engine.replaying or not torch.is_grad_enabled():
             return
-        if not self._recorded(self._steps.upcoming) or not self._steps.capturing:
+        if not self._recorded(self._steps.upcoming) or not self._steps.capturing or self._probes.busy:
             return
         has_params = self._has_params.get(module)
         if has_params is None:
@@ -384,6 +391,7 @@ class Recorder(Callbacks):
         closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
         self._steps.optimizer_pre(closure)
         pending.pre = None
+        self._probes.step_pre(optimizer, self.step)
         if self._recorded():
             pending.pre = before_step(optimizer_params(optimizer), self._measure, self._initial, closure)
         self._own_time += time.perf_counter() - started
@@ -471,6 +479,9 @@ class Recorder(Callbacks):
             task_stats=pending.task_stats if recorded else [],
         )
         self._ensure_writer().put(record.start_copy())
+        probe_rows = self._probes.rows(end.step, self.rank, not end.skipped)
+        if probe_rows is not None:
+            self._ensure_writer().put(probe_rows)
         # Counted before meta.json is written: _write_meta skips a process with 0 steps, and
         # the first step is the one that writes the layer table (issue 12).
         self.steps_emitted += 1

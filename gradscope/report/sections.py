@@ -38,6 +38,9 @@ CURVES: dict[str, tuple[str, ...]] = {
 HIDDEN = {"b_simple_raw", "alpha_unbiased", "stiffness_sign", "grad_norm_max_ratio", "loss_flip_rate",
           "masked_nonfinite", "nonfinite_samples"}
 MAX_CURVES = 6
+# Instability probes (docs/probes.md) shown on one line under the stability curves.
+PROBE_LINE = ("attn_max_logit", "attn_entropy_rel", "softmax_collapse", "nlm_cos", "dead_units",
+              "act_max_abs", "sharpness_edge_ratio")
 MAX_ROWS = 8
 
 
@@ -73,7 +76,8 @@ SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
     ),
     ("noise", "layer"): ScopeTable("layers", "b_simple", False, ("gsnr", "gsnr_se", "norm_test")),
     ("stability", "layer"): ScopeTable(
-        "layers", "update_ratio", False, ("grad_norm", "grad_norm_rel", "init_distance", "dead", "frozen")
+        "layers", "update_ratio", False,
+        ("grad_norm", "grad_norm_rel", "init_distance", "dead", "frozen", "dead_units", "attn_max_logit"),
     ),
 }
 
@@ -147,6 +151,20 @@ def run_values(rows: pd.DataFrame) -> RenderableType | None:
     return text
 
 
+def probe_values(family: str, rows: pd.DataFrame) -> RenderableType | None:
+    """The instability probes' model values on one line: last / max over steps."""
+    if family != "stability":
+        return None
+    model = rows[(rows["scope"] == "model") & rows["name"].isin(PROBE_LINE)]
+    shown = []
+    for name in PROBE_LINE:
+        values = model[model["name"] == name].sort_values("step")["value"].to_numpy(float)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            shown.append(f"{name} {fmt(finite[-1])} / {fmt(finite.max())}")
+    return Text("probes (last / max): " + "  ".join(shown), style="dim") if shown else None
+
+
 def scope_table(family: str, scope: str, rows: pd.DataFrame, width: int = 76) -> RenderableType | None:
     """Per key (layer, task pair, epoch...): the primary metric's trend, last and mean,
     then the mean of the other metrics; worst rows first, at most MAX_ROWS. Whole-run
@@ -208,7 +226,7 @@ def family_section(family: str, metrics: pd.DataFrame, verdict: Verdict | None,
             parts.append(Text(f"  · ... and {len(verdict.details) - 6} more findings", style="dim"))
     if rows.empty and (verdict is None or verdict.judged):
         parts.append(Text("no metrics: the run did not record what this family needs", style="dim"))
-    for part in (curves(family, rows, inner), run_values(rows)):
+    for part in (curves(family, rows, inner), run_values(rows), probe_values(family, rows)):
         if part is not None:
             parts.append(part)
     for scope in sorted(set(rows["scope"]) - {"model"}):

@@ -121,6 +121,21 @@ TASK_SAMPLES = pa.schema(
     ]
 )
 
+# One row per (recorded step, layer, probe, key): instability probes (docs/probes.md).
+# probe: "attention" | "logits" | "activation" | "curvature"; key: the quantity, with a
+# ".h<i>" suffix for head i (attention). layer "" for curvature (the model) or when the
+# module that produced the logits is unknown.
+PROBES = pa.schema(
+    [
+        ("step", pa.int64()),
+        ("rank", pa.int32()),
+        ("layer", pa.string()),
+        ("probe", pa.string()),
+        ("key", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "steps": STEPS,
     "layers": LAYERS,
@@ -128,6 +143,7 @@ TABLES: dict[str, pa.Schema] = {
     "gram": GRAM,
     "tasks": TASKS,
     "task_samples": TASK_SAMPLES,
+    "probes": PROBES,
 }
 
 # Columns a run of an older format may lack: the reader fills them with nulls.

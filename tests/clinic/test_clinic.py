@@ -25,7 +25,7 @@ from gradscope.store.reader import open_run
 from tests.e2e.harness import gradscope
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
-TABLES = ("steps", "layers", "samples", "gram", "tasks", "task_samples")
+TABLES = ("steps", "layers", "samples", "gram", "tasks", "task_samples", "probes")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ CASES = (
          r"stability\.dead .*dead layer"),
     Case("batch_noise", "noise", "full batch 2048 on a problem with B_simple ~ 30",
          r"noise\.b_simple .*compute wasted"),
+    Case("attention_growth", "stability", "tiny causal transformer, AdamW warmed up to lr 1.0",
+         r"stability\.attn_(max_logit|entropy_rel) .*attention (logit growth|entropy collapse)"),
+    Case("dead_units", "stability", "first-layer ReLU biases shifted by -1.5 (~2.6 sd)",
+         r"stability\.dead_units .*dead units"),
+    Case("sharp_edge", "stability", "tanh MLP, SGD at lr = 3 / lambda_max (edge: 2 / lambda_max)",
+         r"stability\.sharpness_edge_ratio .*edge of stability", ("--curvature", "every=5")),
 )
 VARIANTS = ("pathology", "healthy")
 
@@ -124,6 +130,19 @@ def test_healthy_twin_is_quiet(clinic: dict, case: Case) -> None:
     loud = [v for v in verdicts.values() if v.level not in ("ok", "no data")]
     assert not loud, f"{case.name} healthy twin: false alarm\n{_show(verdicts)}"
     assert verdicts[case.family].level == "ok", f"{case.name} twin not judged\n{_show(verdicts)}"
+
+
+def test_attention_probes_warn_before_the_loss_diverges(clinic: dict) -> None:
+    """The attention finding's first step comes before the loss diverges (climbs back above
+    its first value after falling), and it does diverge."""
+    run_dir, output = clinic[("attention_growth", "pathology")]
+    assert output.startswith("exit 0"), output
+    verdict = _analyze(run_dir).verdict("stability")
+    loss = open_run(run_dir).table("steps", ["step", "loss"]).set_index("step")["loss"].sort_index()
+    past_minimum = loss.index > loss.idxmin()
+    diverged = loss.index[past_minimum & (loss > loss.iloc[0]).to_numpy()]
+    assert len(diverged), f"the pathology's loss never diverged: {loss.round(2).tolist()}"
+    assert verdict.metric.startswith("stability.attn_") and min(verdict.steps) < diverged.min(), verdict
 
 
 def _table_row(case: Case, pathology: Verdict, healthy: dict[str, Verdict]) -> str:
