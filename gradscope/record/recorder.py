@@ -40,6 +40,8 @@ from gradscope.record.optim import InitialWeights, after_step, before_step, hpar
 from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.runcard import RunCard
+from gradscope.record.sample_index import LoaderIndices, SampleLabels
+from gradscope.record.sample_loss import graph_losses
 from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
@@ -126,6 +128,7 @@ class Recorder(Callbacks):
         self._failures = FailureLog(self.run_dir, self.rank)
         self._card = RunCard(self.run_dir, self._names, self._engine, dirty=model is not None)
         self._epochs = EpochTracker()
+        self._labels = SampleLabels(LoaderIndices(self._guard))  # SAMPLES.loss and .index
         self._active = False
 
     @property
@@ -152,6 +155,7 @@ class Recorder(Callbacks):
                 self._report_failure("run directory", err)
                 return
         self._hooks.install()
+        self._labels.loader.install()
         self._active = True
         active.push(self)
 
@@ -161,6 +165,7 @@ class Recorder(Callbacks):
             return
         self._guard("close", self._close_steps)()
         self._hooks.remove()
+        self._labels.loader.remove()
         self._active = False
         active.pop(self)
         self._guard("writer", self._close_writer)()
@@ -208,6 +213,10 @@ class Recorder(Callbacks):
     def _set_groups(self, labels: Any) -> None:
         self._pending.groups = torch.as_tensor(labels).detach().reshape(-1).to(torch.int64)
 
+    def declare(self, kind: str, values: Any) -> None:
+        """Per-sample losses (kind "loss") or dataset indices ("index") of the next backward."""
+        self._guard(f"gradscope.{kind}", self._labels.declare)(kind, values)
+
     def set_tasks(self, losses: dict[str, Any]) -> None:
         self._guard("tasks", self._set_tasks)(losses)
 
@@ -254,7 +263,10 @@ class Recorder(Callbacks):
         if began.closed is not None:
             self._close_manual_step(began.closed)
         scaled, self._scaled = self._scaled, None
-        self._loss = loss_of(tensors, grad_tensors, scaled) if began.backward.record else None
+        self._labels.backward_began()
+        per_sample = self._engine is not None and self._recorded()
+        read = self._measure("per-sample loss", graph_losses) if per_sample else None
+        self._loss = loss_of(tensors, grad_tensors, scaled, read) if began.backward.record else None
         if self._engine is not None:
             scale = None if self._loss is None else self._loss.scale
             self._engine.grad_scale = None if scale is None else scale.reciprocal()
@@ -320,6 +332,7 @@ class Recorder(Callbacks):
             pending.micro_stats.append(collected.stats)
             pending.factors.append(collected.factor)
             pending.batch_size += collected.batch_size
+            self._labels.attach(collected.stats, collected.batch_size, loss.per_sample if loss else None)
 
     def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None) -> None:
         """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far."""
@@ -486,6 +499,7 @@ class Recorder(Callbacks):
             "torch_version": torch.__version__,
             "world_size": self.world_size,
             "steps": self.step,
+            **self._labels.summary(),
         }
         if final:
             fields["failures"] = self._failures.entries
