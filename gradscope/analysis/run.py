@@ -21,12 +21,15 @@ from gradscope.store.schema import TABLES
 
 # The columns analysis/ reads from each table (a projection: the reader skips the rest).
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
-    "steps": ("step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded"),
+    "steps": ("step", "rank", "loss", "grad_norm", "grad_norm_preclip", "batch_size", "skipped", "recorded"),
     "layers": (
-        "step", "rank", "layer", "grad_norm", "weight_norm", "update_norm",
+        "step", "rank", "layer", "param", "grad_norm", "weight_norm", "update_norm",
         "init_distance", "nonfinite", "sum_norm2",
     ),
-    "samples": ("step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "group", "sketch"),
+    "samples": (
+        "step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "group", "sketch",
+        "index", "norm2_w", "weight_dot_w",
+    ),
     "gram": TABLES["gram"].names,
     "tasks": TABLES["tasks"].names,
     "task_samples": TABLES["task_samples"].names,

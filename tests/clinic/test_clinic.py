@@ -48,13 +48,16 @@ CASES = (
         ("--profile", "full"),
     ),
     Case("lr_edge", "stability", "SGD at lr = 2.5 / lambda_max (edge: 2 / lambda_max)",
-         r"stability\.(loss_spike_z|grad_norm_spike_z|update_ratio|nonfinite) "),
+         r"stability\.(loss_spike_z|grad_norm_spike_z|grad_norm_preclip_spike_z|update_ratio|nonfinite) "),
     Case("vanishing", "stability", "12-layer sigmoid MLP, default init",
          r"stability\.grad_norm_rel .*vanishing gradients"),
     Case("dead_layer", "stability", "ReLU layer with bias -20: zero output, zero gradient",
          r"stability\.dead .*dead layer"),
     Case("batch_noise", "noise", "full batch 2048 on a problem with B_simple ~ 30",
          r"noise\.b_simple .*compute wasted"),
+    Case("clipped_spike", "stability",
+         "one batch with inputs x1000 under clip_grad_norm_(..., 0.5): pre-clip norm ~780, grad_norm 0.5",
+         r"grad-norm spikes before clipping \(1 hidden by it"),
 )
 VARIANTS = ("pathology", "healthy")
 
