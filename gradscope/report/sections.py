@@ -65,7 +65,9 @@ SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
     ("coherence", "group_pair"): ScopeTable("group stiffness", "stiffness_cos", True),
     ("alignment", "layer"): ScopeTable("layers", "gwa", True),
     ("alignment", "epoch"): ScopeTable("epochs", "epoch_score", None),
-    ("alignment", "sample"): ScopeTable("most misaligned samples (step:micro:sample)", "misaligned", True),
+    ("alignment", "sample"): ScopeTable(
+        "most misaligned samples (step:micro:sample #dataset index)", "misaligned", True
+    ),
     ("noise", "layer"): ScopeTable("layers", "b_simple", False, ("gsnr", "norm_test")),
     ("stability", "layer"): ScopeTable(
         "layers", "update_ratio", False, ("grad_norm", "grad_norm_rel", "init_distance", "dead", "frozen")

@@ -20,7 +20,8 @@ def _clipped_run(spike_at: int | None = 25, steps: int = 40, clip: float = 0.5) 
 
 
 def _value(rows: pd.DataFrame, name: str, step: int) -> float:
-    return float(rows[(rows["name"] == name) & (rows["step"] == step) & (rows["scope"] == "model")]["value"].iloc[0])
+    found = rows[(rows["name"] == name) & (rows["step"] == step) & (rows["scope"] == "model")]
+    return float(found["value"].iloc[0])
 
 
 def test_planted_spike_under_clipping_is_flagged():
