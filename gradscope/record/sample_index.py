@@ -113,6 +113,7 @@ class LoaderIndices:
             self.fetched.append("DataLoader(in_order=False): batches may leave out of order")
         else:
             self.fetched.append(index if index is not None else "the sampler's batch is not a list of ints")
+        del self.fetched[2:]  # one or several is all a backward needs to know (bounded memory)
 
 
 class SampleLabels:
@@ -164,7 +165,7 @@ class SampleLabels:
 
     def _fits(self, values: torch.Tensor | None, batch: int, kind: str, source: str, why: str) -> Any:
         if values is not None and values.numel() != batch:
-            why, values = f"{values.numel()} values for a batch of {batch} samples", None
+            why, values = "not one value per sample of the backward (e.g. one per token)", None
         self.counts[kind][source if values is not None else f"unknown: {why}"] += 1
         return values
 
