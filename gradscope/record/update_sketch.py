@@ -1,23 +1,26 @@
 """LAYERS.update_sketch: a fixed-length signed projection of each parameter's update.
 
-The update u = W_after - W_before of a parameter with d entries is projected to k = 64
-numbers by a count sketch (Charikar, Chen & Farach-Colton 2002; the hashing trick of
-Weinberger et al. 2009): entry j goes to bucket h(j) with sign s(j),
+The update u = W_after - W_before of a parameter with d entries, flattened and zero-padded
+to a multiple of k = 64, is read as a matrix U of d / k rows and k columns (entry j at row
+j // k, column j mod k) and projected to k numbers with one random sign per row:
 
-    S(u)_b = sum_{j : h(j) = b} s(j) u_j,
+    S(u)_b = sum_i r_i U_ib,   r_i in {-1, +1}.
 
-so <S(u), S(v)> = <u, v> + sum_{j != l, h(j) = h(l)} s(j) s(l) u_j v_l, whose second term
-has mean 0 over the hash (pairwise-independent signs) and variance about
-(|u|^2 |v|^2 + <u, v>^2) / k. A parameter with d <= k entries is stored as it is
-(h(j) = j, s(j) = +1): its inner products are exact.
+This is a count sketch (Charikar, Chen & Farach-Colton 2002) whose bucket is j mod k and
+whose sign is r_{j // k}: <S(u), S(v)> = <u, v> + sum_b sum_{i != i'} r_i r_i' U_ib V_i'b,
+and the second term has mean 0 over the signs (pairwise independent), so the estimate is
+unbiased, with variance sum_b sum_{i != i'} (U_ib^2 V_i'b^2 + U_ib V_ib U_i'b V_i'b), about
+(|u|^2 |v|^2 + <u, v>^2) / k for updates without structure aligned to the columns. It is
+linear, so u_t = -c u_{t-1} reads cos = -1 exactly. One matrix-vector product per
+parameter (as cheap as a norm); only d / k signs are drawn. A parameter with d <= k entries
+is stored as it is: its inner products are exact.
 
-h and s are computed from the entry's position by an integer hash (splitmix64's
-finaliser, Steele et al. 2014), salted with the recording seed and the parameter's
-position in the step's parameter list: the same projection every step for a given
-parameter, different parameters independent, no random number drawn from torch's
-generators and nothing full-size kept across steps (the hash runs in chunks of
-``CHUNK`` entries). Consumers: update oscillation cos(u_t, u_{t-1}) per parameter or
-layer (docs/metrics.md).
+The signs come from an integer hash of the row index (splitmix64's finaliser, Steele et
+al. 2014) salted with the parameter's position in the step's parameter list: the same
+projection every step for a given parameter, on any device, different parameters
+independent, no random number drawn from torch's generators, nothing full-size kept
+across steps. Consumers: update oscillation cos(u_t, u_{t-1}) per parameter or layer
+(docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from __future__ import annotations
 import torch
 
 SKETCH_DIM = 64  # k: numbers stored per parameter and recorded step
-CHUNK = 1 << 22  # entries hashed at a time (bounds the transient int64 memory)
-_MASK63 = (1 << 63) - 1
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64's increment as a signed int64
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
@@ -44,27 +45,23 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift(x, 31)
 
 
-def buckets_and_signs(start: int, count: int, salt: int, k: int, device: torch.device):
-    """h(j) in [0, k) and s(j) in {-1, +1} for entries start .. start + count - 1."""
-    j = torch.arange(start, start + count, dtype=torch.int64, device=device)
-    x = _mix(j * _GOLDEN + salt)
-    bucket = (x & _MASK63) % k
-    sign = ((x >> 40) & 1).to(torch.float32) * 2 - 1
-    return bucket, sign
+def row_signs(rows: int, salt: int, device: torch.device) -> torch.Tensor:
+    """r_0 .. r_{rows-1} in {-1, +1} (float32)."""
+    x = _mix(torch.arange(rows, dtype=torch.int64, device=device) * _GOLDEN + salt)
+    return ((x >> 40) & 1).to(torch.float32) * 2 - 1
 
 
 def sketch_one(update: torch.Tensor, salt: int, k: int = SKETCH_DIM) -> torch.Tensor:
-    """The k-vector S(update) (float32) of one flattened update."""
+    """The k-vector S(update) (float32) of one update."""
     flat = update.detach().reshape(-1).float()
-    out = torch.zeros(k, dtype=torch.float32, device=flat.device)
     if flat.numel() <= k:
-        out[: flat.numel()] = flat
-        return out
-    for start in range(0, flat.numel(), CHUNK):
-        part = flat[start : start + CHUNK]
-        bucket, sign = buckets_and_signs(start, part.numel(), salt, k, flat.device)
-        out.index_add_(0, bucket, part * sign)
-    return out
+        return torch.nn.functional.pad(flat, (0, k - flat.numel()))
+    full, rest = divmod(flat.numel(), k)
+    signs = row_signs(full + (rest > 0), salt, flat.device)
+    sketch = signs[:full] @ flat[: full * k].view(full, k)  # no copy of the update
+    if rest:  # the last, partial row: zero-padded
+        sketch[:rest] += signs[full] * flat[full * k :]
+    return sketch
 
 
 def salt_of(seed: int, position: int) -> int:

@@ -4,11 +4,12 @@ updates' (exact for small parameters), recorded on a real optimizer step."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from gradscope.record.recorder import Recorder
-from gradscope.record.update_sketch import SKETCH_DIM, salt_of, sketch_one, update_sketches
+from gradscope.record.update_sketch import SKETCH_DIM, row_signs, salt_of, sketch_one, update_sketches
 from gradscope.store.reader import open_run
 
 
@@ -16,6 +17,20 @@ def test_small_parameters_are_stored_exactly():
     u, v = torch.randn(40), torch.randn(40)
     su, sv = sketch_one(u, salt_of(0, 3)), sketch_one(v, salt_of(0, 3))
     assert torch.equal(su[:40], u) and float(su.dot(sv)) == float(u.dot(v))
+
+
+def test_sketch_is_the_dense_projection_it_documents():
+    """S(u) = P u with P[j mod k, j] = r_{j // k}: built densely on a tiny case (a partial
+    last row included), the sketch and its inner products match to float rounding."""
+    d, salt = 3 * SKETCH_DIM + 17, salt_of(5, 2)
+    signs = row_signs(4, salt, torch.device("cpu"))
+    dense = torch.zeros(SKETCH_DIM, d)
+    for j in range(d):
+        dense[j % SKETCH_DIM, j] = signs[j // SKETCH_DIM]
+    u, v = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    torch.testing.assert_close(sketch_one(u, salt), (dense.double() @ u).float())
+    estimate = float(sketch_one(u, salt).double() @ sketch_one(v, salt).double())
+    assert estimate == pytest.approx(float((dense.double() @ u) @ (dense.double() @ v)), rel=1e-5)
 
 
 def test_inner_products_are_unbiased_with_the_count_sketch_variance():
