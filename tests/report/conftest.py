@@ -25,6 +25,8 @@ GRADSCOPE = Path(sys.executable).parent / "gradscope"  # the console script
 def _write(run: Path, table: str, rows: dict[str, list]) -> None:
     folder = run / table / "rank-0"
     folder.mkdir(parents=True, exist_ok=True)
+    count = max(len(values) for values in rows.values())
+    rows = {name: values or [None] * count for name, values in rows.items()}  # columns not drawn: null
     pq.write_table(pa.table(rows, schema=TABLES[table]), folder / "part-000000.parquet")
 
 
