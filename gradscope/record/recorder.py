@@ -332,7 +332,8 @@ class Recorder(Callbacks):
             pending.micro_stats.append(collected.stats)
             pending.factors.append(collected.factor)
             pending.batch_size += collected.batch_size
-            self._labels.attach(collected.stats, collected.batch_size, loss.per_sample if loss else None)
+            graph = loss.per_sample if loss else None
+            self._measure("sample labels", self._labels.attach)(collected.stats, collected.batch_size, graph)
 
     def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None) -> None:
         """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far."""
