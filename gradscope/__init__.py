@@ -9,6 +9,8 @@ One-line additions inside a training step (no-ops when nothing records)::
 
     gradscope.tasks(seg=loss_seg, depth=loss_depth)   # per-task gradient conflict
     gradscope.groups(domain_ids)                       # per-sample group labels
+    gradscope.losses(per_sample_losses)                # per-sample losses of the next backward
+    gradscope.indices(dataset_indices)                 # dataset index of each sample
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from gradscope.record.recorder import Recorder
 
-__all__ = ["Recorder", "groups", "tasks", "__version__"]
+__all__ = ["Recorder", "groups", "indices", "losses", "tasks", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -56,3 +58,29 @@ def groups(labels: Any) -> None:
     recorder = active_recorder()
     if recorder is not None:
         recorder.set_groups(labels)
+
+
+def losses(per_sample: Any) -> None:
+    """Each sample's loss for the next backward (shape [B], e.g. ``reduction="none"``).
+
+    Without it, SAMPLES.loss is filled only where the loss graph holds the values exactly
+    (``criterion(out, y)`` or ``criterion(out, y, reduction="none").mean()``).
+    """
+    _declare("loss", per_sample)
+
+
+def indices(dataset_indices: Any) -> None:
+    """Each sample's dataset index for the next backward (shape [B]).
+
+    Without it, indices come from a map-style DataLoader's sampler when one batch is
+    fetched per backward (docs/run-format.md, samples).
+    """
+    _declare("index", dataset_indices)
+
+
+def _declare(kind: str, values: Any) -> None:
+    from gradscope.record.active import active_recorder
+
+    recorder = active_recorder()
+    if recorder is not None:
+        recorder.declare(kind, values)

@@ -11,8 +11,12 @@ zero gradient has no a_i (NaN, left out of every mean; gradscope.analysis.cosine
 model-level a_i uses the sums over layers of the dot and of the squared norms. The head
 (the layer the paper scores) is an explicit argument.
 
-Deviation from the paper: SAMPLES rows are per layer, so the head's W includes its bias
-when the recorder records the bias in the same layer row; the authors exclude the bias.
+The head's score is the paper's: over the head's ``weight`` parameter alone, bias
+excluded, from SAMPLES.norm2_w / weight_dot_w and that parameter's LAYERS.weight_norm
+(``gwa_head``); the all-parameter score of the head layer (bias included) is
+``gwa_head_all_params``. Runs recorded before the weight-only columns have only the
+latter, and their ``gwa_head`` (and epoch score) falls back to it: SampleSummary's
+``head_basis`` says which was used. Per-layer and model scores use all parameters.
 
 Epoch score (the authors' code): mean(a) / (excess kurtosis(a) + 1.2) over every head
 score gathered during the epoch, kurtosis the biased Fisher estimator
@@ -88,10 +92,19 @@ def epochs_of(steps: pd.Series, epochs: Mapping[int, int] | None, window: int) -
     return steps // window
 
 
+def sample_keys(frame: pd.DataFrame) -> pd.Series:
+    """"step:micro:sample", followed by " #<dataset index>" when SAMPLES.index knows it."""
+    keys = frame["step"].astype(str) + ":" + frame["micro"].astype(str) + ":" + frame["sample"].astype(str)
+    if "index" not in frame:
+        return keys
+    index = frame["index"].fillna(-1).astype(np.int64)
+    return keys.where(index < 0, keys + " #" + index.astype(str))
+
+
 def _misaligned_rows(worst: pd.DataFrame) -> pd.DataFrame:
     """The most misaligned samples (lowest head scores), scope sample."""
-    keys = worst["step"].astype(str) + ":" + worst["micro"].astype(str) + ":" + worst["sample"].astype(str)
-    return tidy(worst.assign(key=keys.to_numpy()), "misaligned", "gwa", scope="sample", key="key")
+    keyed = worst.assign(key=sample_keys(worst).to_numpy())
+    return tidy(keyed, "misaligned", "gwa", scope="sample", key="key")
 
 
 def _epoch_rows(head_epochs: Mapping[int, CentralMoments]) -> pd.DataFrame:
@@ -107,8 +120,9 @@ def _epoch_rows(head_epochs: Mapping[int, CentralMoments]) -> pd.DataFrame:
 
 
 def alignment_metrics(summary: SampleSummary | None) -> pd.DataFrame:
-    """All alignment rows: gwa (per-step mean, model and layers), gwa_head, epoch_score,
-    early_stop_epoch, misaligned (the lowest head scores)."""
+    """All alignment rows: gwa (per-step mean, model and layers), gwa_head (the paper's:
+    the head's weight alone), gwa_head_all_params, epoch_score, early_stop_epoch,
+    misaligned (the lowest head scores, keyed "step:micro:sample #index")."""
     if summary is None or not len(summary.gwa):
         return concat_rows([])
     means = summary.gwa
@@ -117,7 +131,9 @@ def alignment_metrics(summary: SampleSummary | None) -> pd.DataFrame:
         tidy(means[means["layer"] != ""], "gwa", "gwa", scope="layer", key="layer"),
     ]
     if summary.head is not None and (means["layer"] == summary.head).any():
-        parts.append(tidy(means[means["layer"] == summary.head], "gwa_head", "gwa"))
+        whole = means[means["layer"] == summary.head]
+        paper = summary.head_weight if len(summary.head_weight) else whole
+        parts += [tidy(paper, "gwa_head", "gwa"), tidy(whole, "gwa_head_all_params", "gwa")]
         parts += [_epoch_rows(summary.head_epochs), _misaligned_rows(summary.misaligned)]
     return concat_rows(parts)
 

@@ -32,8 +32,8 @@ def _known(table: str, *names: str) -> tuple[str, ...]:
 
 ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": (
-        "step", "rank", "loss", "grad_norm", "batch_size", "skipped", "recorded", "optimizer", "hparams",
-        "per_sample_scale",
+        "step", "rank", "loss", "grad_norm", "grad_norm_preclip", "batch_size", "skipped", "recorded",
+        "optimizer", "hparams", "per_sample_scale",
     ),
     "layers": _known(
         "layers", "step", "rank", "layer", "param", "grad_norm", "weight_norm", "update_norm",
@@ -41,7 +41,7 @@ ANALYSIS_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "samples": _known(
         "samples", "step", "rank", "micro", "sample", "layer", "norm2", "weight_dot", "loss", "index",
-        "group", "sketch",
+        "norm2_w", "weight_dot_w", "group", "sketch",
     ),
     "gram": TABLES["gram"].names,
     "tasks": TABLES["tasks"].names,

@@ -9,8 +9,12 @@ of a small model, far more for a long one. No metric family needs it whole:
   micro) for steps with several micro-batches, and per (step, layer, group) when the
   script labelled groups (``sketches.sums_by``);
 - alignment: the mean GWA per (step, layer) and for the model, the head's central
-  moments per epoch (the epoch score), its lowest scores (the most misaligned samples)
-  and a bounded random sample of its scores per epoch (the distribution plot);
+  moments per epoch (the epoch score), its lowest scores (the most misaligned samples,
+  with their dataset indices when SAMPLES.index has them) and a bounded random sample of
+  its scores per epoch (the distribution plot). The head is scored as the paper does, over
+  its ``weight`` alone (SAMPLES.norm2_w / weight_dot_w and that parameter's LAYERS
+  weight_norm), when every head row of a step has them; else over all its parameters
+  (runs recorded before those columns), and ``head_basis`` says which;
 - per-sample learning dynamics: each sample's loss under its dataset index
   (gradscope.analysis.dynamics keeps a few numbers per index);
 - stiffness by group and group conflict: each sample's group label, kept only when
@@ -57,7 +61,7 @@ class SampleSummary:
     gwa: pd.DataFrame  # step, layer, gwa (mean a_i; layer "" is the model)
     head: str | None  # the layer scored as the output head
     head_epochs: dict[int, CentralMoments]  # epoch -> moments of the head's a_i
-    misaligned: pd.DataFrame  # step, micro, sample, gwa: the lowest head a_i
+    misaligned: pd.DataFrame  # step, micro, sample, index, gwa: the lowest head a_i (index -1 unknown)
     head_sample: pd.DataFrame  # epoch, gwa: a uniform random sample of head a_i per epoch
     groups: dict[tuple[int, int], np.ndarray]  # (step, micro) -> group label per sample index
     problem: str | None = None  # why the summary is unusable, when it is
@@ -67,6 +71,10 @@ class SampleSummary:
     micro_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
     group_sketch: pd.DataFrame = field(default_factory=lambda: empty_frame(list(sketches.SUM_COLUMNS)))
     dynamics: pd.DataFrame = field(default_factory=lambda: LearningDynamics().rows())  # metric rows
+    # step, gwa: mean head a_i over the head's weight alone (Hölzl et al.'s score); empty when
+    # the run lacks the weight-only columns. head_basis: "weight", "all parameters" or "mixed"
+    head_weight: pd.DataFrame = field(default_factory=lambda: empty_frame(["step", "gwa"]))
+    head_basis: str = ""
 
 
 @dataclass
@@ -98,12 +106,21 @@ class SampleReducer:
     def __post_init__(self) -> None:
         self._dynamics = LearningDynamics(threshold=self.learned_loss)
         self._weights: tuple[np.ndarray, np.ndarray] | None = None
+        self._weight_only: tuple[np.ndarray, np.ndarray] | None = None  # the "weight" parameter's norm
+        self._bases: set[str] = set()
         if has_columns(self.layers, "step", "layer", "weight_norm"):
-            norms = layer_sums(self.layers)
-            codes = self._code_of(norms["layer"].to_numpy(object))
-            keys = _cell_keys(norms["step"].to_numpy(np.int64), codes)
-            order = np.argsort(keys)
-            self._weights = keys[order], norms["weight_norm"].to_numpy(np.float64)[order]
+            self._weights = self._lookup(layer_sums(self.layers))
+        if has_columns(self.layers, "step", "layer", "param", "weight_norm"):
+            weight = self.layers[self.layers["param"].astype(str).str.rpartition(".")[2] == "weight"]
+            if len(weight):
+                self._weight_only = self._lookup(weight.drop_duplicates(["step", "layer"]))
+
+    def _lookup(self, norms: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted (step, layer) keys and their weight norms."""
+        codes = self._code_of(norms["layer"].to_numpy(object))
+        keys = _cell_keys(norms["step"].to_numpy(np.int64), codes)
+        order = np.argsort(keys)
+        return keys[order], norms["weight_norm"].to_numpy(np.float64)[order]
 
     def add(self, batch: pa.RecordBatch | pa.Table | pd.DataFrame) -> None:
         """Take the next rows of the table, in recorded order."""
@@ -138,7 +155,7 @@ class SampleReducer:
             gwa=self._frame("gwa", ["step", "layer", "gwa"], by=["step", "layer"]),
             head=self.head,
             head_epochs=dict(sorted(self._head_epochs.items())),
-            misaligned=self._frame("misaligned", ["step", "micro", "sample", "gwa"]),
+            misaligned=self._frame("misaligned", ["step", "micro", "sample", "index", "gwa"]),
             head_sample=self._frame("head_sample", ["epoch", "gwa", "key"])[["epoch", "gwa"]],
             groups=self._groups,
             problem=self._problem,
@@ -146,6 +163,8 @@ class SampleReducer:
             micro_sketch=self._frame("micro_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
             group_sketch=self._frame("group_sketch", list(sketches.SUM_COLUMNS), by=_SUM_ORDER),
             dynamics=self._dynamics.rows(),
+            head_weight=self._frame("head_weight", ["step", "gwa"], by=["step"]),
+            head_basis="mixed" if len(self._bases) > 1 else next(iter(self._bases), ""),
         )
 
     def _reduce(self, table: pa.Table) -> None:
@@ -273,9 +292,16 @@ class SampleReducer:
         self._collect("gwa", pd.DataFrame({"step": steps, "layer": "", "gwa": means}))
         if self.head not in self._codes:
             return
-        head = (layer[known] == self._codes[self.head]) & np.isfinite(scores)
-        scored = pd.DataFrame({"step": step[known][head], "micro": column["micro"][known][head],
-                               "sample": column["sample"][known][head], "gwa": scores[head]})
+        head = layer[known] == self._codes[self.head]
+        rows = {name: values[known][head] for name, values in column.items() if name != "sketch"}
+        head_scores = self._head_scores(step[known][head], layer[known][head], rows)
+        if head_scores is None:
+            self._bases.add("all parameters")
+            head_scores = scores[head]
+        index = rows["index"].astype(np.float64) if "index" in rows else np.full(len(head_scores), -1.0)
+        scored = pd.DataFrame({"step": rows["step"], "micro": rows["micro"], "sample": rows["sample"],
+                               "index": np.nan_to_num(index, nan=-1).astype(np.int64), "gwa": head_scores})
+        scored = scored[np.isfinite(head_scores)]
         self._keep("misaligned", scored, self._lowest)
         epochs = epochs_of(scored["step"], self.epochs, self.window)
         scored = scored.assign(epoch=epochs).dropna(subset=["epoch"])
@@ -284,6 +310,27 @@ class SampleReducer:
             moments = CentralMoments.of(block["gwa"].to_numpy())
             self._head_epochs[epoch] = self._head_epochs.get(epoch, CentralMoments()).merge(moments)
         self._keep("head_sample", scored[["epoch", "gwa", "key"]], _bottom_keys)
+
+    def _head_scores(
+        self, step: np.ndarray, layer: np.ndarray, rows: dict[str, np.ndarray]
+    ) -> np.ndarray | None:
+        """The head's a_i over its weight alone (the paper's), or None when any head row
+        lacks a weight-only value (then the all-parameter score stands in)."""
+        if self._weight_only is None or "norm2_w" not in rows or "weight_dot_w" not in rows:
+            return None
+        keys, norms = self._weight_only
+        cells = _cell_keys(step, layer)
+        position = np.clip(np.searchsorted(keys, cells), 0, len(keys) - 1)
+        norm2 = rows["norm2_w"].astype(np.float64)
+        dot = rows["weight_dot_w"].astype(np.float64)
+        if not (keys[position] == cells).all() or not (np.isfinite(norm2) & np.isfinite(dot)).all():
+            return None
+        scores = gwa(dot, norm2, norms[position])
+        self._bases.add("weight")
+        steps, by_step = np.unique(step, return_inverse=True)
+        means = _mean(by_step.ravel(), scores, len(steps))
+        self._collect("head_weight", pd.DataFrame({"step": steps, "gwa": means}))
+        return scores
 
     def _layer_codes(self, names: pa.ChunkedArray) -> np.ndarray:
         """The code of each row's layer name, from one dictionary encoding of the column."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gradscope.analysis.clipping import clip_findings, clip_rows, tensor_spike_rows
 from gradscope.analysis.coherence import EPS, concat_rows, has_columns, layer_sums, tidy
 from gradscope.analysis.probes import SOURCES, probe_findings, probe_metrics
 from gradscope.analysis.text import step_list
@@ -186,6 +187,7 @@ def stability_metrics(
     ``samples_nonfinite`` (step, rows) names the steps whose per-sample values overflowed;
     ``probes``: the PROBES table (gradscope.analysis.probes)."""
     parts = _step_rows(steps) if has_columns(steps, "step") else []
+    parts += clip_rows(steps, robust_z) + tensor_spike_rows(layers)  # pre-clip norms (clipping.py)
     per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
     if len(per_layer):
         parts += _layer_rows(per_layer)
@@ -236,7 +238,9 @@ _PRIORITY = (
     "attn_entropy_rel",
     "softmax_collapse",
     "loss_spike_z",
+    "grad_norm_preclip_spike_z",
     "grad_norm_spike_z",
+    "tensor_spike_ratio",
     "grad_norm_rel",
     "dead",
     "dead_units",
@@ -259,11 +263,15 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
                 "noise and alignment leave those steps out")
         steps = tuple(int(s) for s in in_backward["step"])
         found.append(("alert", text, "nonfinite_samples", float(in_backward["value"].max()), 0, steps))
+    preclip = len(_select(rows, "grad_norm_preclip_spike_z")) > 0  # then the pre-clip norm judges
     for name, label in (("loss_spike_z", "loss spikes"), ("grad_norm_spike_z", "grad-norm spikes")):
+        if name == "grad_norm_spike_z" and preclip:
+            continue
         spikes = _select(rows, name).query(f"value > {SPIKE_Z}")
         if len(spikes):
             steps = tuple(int(s) for s in spikes["step"])
             found.append(("warn", label, name, spikes["value"].max(), SPIKE_Z, steps))
+    found += clip_findings(rows, SPIKE_Z)
     for name, label in (("dead", "dead layer"), ("frozen", "frozen layer")):
         flagged = _select(rows, name)
         for layer, block in flagged.groupby("key"):

@@ -81,6 +81,9 @@ class LayerStats:
     weight_dot: Tensor  # [B] <g_i, W>, weights as they are during backward
     sketch: Tensor | None  # [B, k*k], sum over the layer's params of independent sketches
     gram: Tensor | None  # [B, B] K_ij = <g_i, g_j>, when config.gram
+    # norm2 and weight_dot over the layer's parameter named "weight" alone (GWA's head score)
+    weight_norm2: Tensor | None = None
+    weight_weight_dot: Tensor | None = None
 
 
 class PerSampleEngine(TaskSplit, StepEvidence):
@@ -348,6 +351,8 @@ class PerSampleEngine(TaskSplit, StepEvidence):
                 self.routes[entry.qualname] = stats.route
                 self.weight_dot_routes[entry.qualname] = stats.weight_dot_route
                 self._layer_stats.setdefault(entry.layer, []).append(stats)
+                if entry.qualname.rpartition(".")[2] == "weight":
+                    self._weight_only[entry.layer] = stats
         except Exception as error:  # noqa: BLE001 - never raise into training
             self._fail(entry.layer, error)
             entry.failed = True
@@ -391,7 +396,8 @@ class PerSampleEngine(TaskSplit, StepEvidence):
             if not self._drop and self.batch_conflict is None:
                 for layer in self._layer_order:
                     if layer not in self._missing and layer in self._layer_stats:
-                        result[layer] = _combine(self._layer_stats[layer], scale)
+                        weight = self._weight_only.get(layer)
+                        result[layer] = _combine(self._layer_stats[layer], scale, weight)
             self._note(step, result)
             return result
         except Exception as error:  # noqa: BLE001 - never raise into training
@@ -413,6 +419,7 @@ class PerSampleEngine(TaskSplit, StepEvidence):
         self._entries: dict[int, Entry] = {}
         self._layer_order: dict[str, None] = {}
         self._layer_stats: dict[str, list[ParamStats]] = {}
+        self._weight_only: dict[str, ParamStats] = {}  # layer -> its "weight" parameter's stats
         self._missing: dict[str, str] = {}  # layer -> why it has no rows this backward
         self._methods: dict[str, str] = {}  # layer -> the method its kernel used
         self._uncaptured: set[int] = set()
@@ -438,7 +445,7 @@ def _zero_stats(
     return ParamStats(zeros, zeros, sketch if config.sketch_dim else None, gram, "none", "none")
 
 
-def _combine(stats: list[ParamStats], scale: float | Tensor) -> LayerStats:
+def _combine(stats: list[ParamStats], scale: float | Tensor, weight: ParamStats | None = None) -> LayerStats:
     """Sum a layer's parameter statistics and rescale: squares by scale^2, linear by scale."""
     square = scale * scale
     sketch = None if stats[0].sketch is None else sum(s.sketch for s in stats) * scale
@@ -448,4 +455,6 @@ def _combine(stats: list[ParamStats], scale: float | Tensor) -> LayerStats:
         weight_dot=sum(s.weight_dot for s in stats) * scale,
         sketch=sketch,
         gram=gram,
+        weight_norm2=None if weight is None else weight.norm2 * square,
+        weight_weight_dot=None if weight is None else weight.weight_dot * scale,
     )

@@ -10,6 +10,7 @@ last backward. Per-sample hook gradients of a scaled backward are divided by ``s
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,17 +43,21 @@ class BackwardLoss:
     value: torch.Tensor | None  # 0-dim, detached, unscaled; None when the root is not a scalar
     reduction: Reduction | None
     scale: torch.Tensor | None  # the GradScaler scale the root was multiplied by
+    per_sample: torch.Tensor | None = None  # [N] losses read exactly from the graph (sample_loss)
 
 
-def loss_of(tensors: Any, grad_tensors: Any, scaled: Scaled | None) -> BackwardLoss | None:
+def loss_of(
+    tensors: Any, grad_tensors: Any, scaled: Scaled | None, read_losses: Callable[[Any], Any] | None = None
+) -> BackwardLoss | None:
     """The script's loss behind ``torch.autograd.backward(tensors, grad_tensors)``.
 
     Several scalar roots with no ``grad_tensors`` (``backward([l1, l2])``) are the sum of
     their values, with a reduction only assumed; roots given gradients have no loss value.
+    ``read_losses`` (given on recorded steps) reads a single loss's per-sample values.
     """
     roots = list(tensors) if isinstance(tensors, (tuple, list)) else [tensors]
     if len(roots) == 1:
-        return _single_loss(roots[0], scaled)
+        return _single_loss(roots[0], scaled, read_losses)
     scale = None if scaled is None else scaled.scale
     weighted = grad_tensors is not None and any(
         g is not None for g in (grad_tensors if isinstance(grad_tensors, (tuple, list)) else [grad_tensors])
@@ -63,7 +68,7 @@ def loss_of(tensors: Any, grad_tensors: Any, scaled: Scaled | None) -> BackwardL
     return BackwardLoss(total, Reduction("mean", 1.0, False), scale)
 
 
-def _single_loss(root: Any, scaled: Scaled | None) -> BackwardLoss | None:
+def _single_loss(root: Any, scaled: Scaled | None, read_losses: Any = None) -> BackwardLoss | None:
     if not isinstance(root, torch.Tensor):
         return None
     scale = None if scaled is None else scaled.scale
@@ -77,4 +82,4 @@ def _single_loss(root: Any, scaled: Scaled | None) -> BackwardLoss | None:
     if divide is not None:
         value = value / divide
         reduction = replace(reduction, factor=reduction.factor * float(divide))
-    return BackwardLoss(value, reduction, scale)
+    return BackwardLoss(value, reduction, scale, None if read_losses is None else read_losses(loss))

@@ -9,6 +9,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from gradscope.record import scalars
+from gradscope.record.update_sketch import update_sketches
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -68,9 +69,10 @@ def before_step(
 
 def after_step(pre: dict[str, Any], measure: Any) -> dict[str, torch.Tensor]:
     """Per-parameter values of a finished optimizer step (those that were measured)."""
-    update = None
+    update = sketch = None
     if pre["before"] is not None:
         update = measure("update norms", scalars.distances)(pre["params"], pre["before"])
-    values = {"weight_norm": pre["weight_norm"], "update_norm": update,
+        sketch = measure("update sketch", update_sketches)(pre["params"], pre["before"])
+    values = {"weight_norm": pre["weight_norm"], "update_norm": update, "update_sketch": sketch,
               "init_distance": pre["init_distance"], "grad_norm": pre["grad_norm"]}
     return {name: value for name, value in values.items() if value is not None}

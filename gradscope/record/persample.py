@@ -67,6 +67,8 @@ def collect(
         sketch=[stats[n].sketch for n in layers],
         gram=[stats[n].gram for n in layers],
         groups=groups,
+        norm2_w=[getattr(stats[n], "weight_norm2", None) for n in layers],
+        weight_dot_w=[getattr(stats[n], "weight_weight_dot", None) for n in layers],
     )
     return Collected(micro_stats, per_sample_factor(reduction, batch_size, forced), batch_size)
 
@@ -102,4 +104,6 @@ def without_layers(micro: MicroStats, dropped: set[str]) -> MicroStats:
         weight_dot=[micro.weight_dot[i] for i in keep],
         sketch=[micro.sketch[i] for i in keep],
         gram=[micro.gram[i] for i in keep],
+        norm2_w=[micro.norm2_w[i] for i in keep] if micro.norm2_w else [],
+        weight_dot_w=[micro.weight_dot_w[i] for i in keep] if micro.weight_dot_w else [],
     )

@@ -42,6 +42,8 @@ from gradscope.record.probes import make_probes
 from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.runcard import RunCard
+from gradscope.record.sample_index import LoaderIndices, SampleLabels
+from gradscope.record.sample_loss import graph_losses
 from gradscope.record.steps import Backward, StepEnd, StepMachine
 from gradscope.record.tasks import TaskRecorder, TaskStats
 from gradscope.record.writer import ShardWriter
@@ -132,6 +134,7 @@ class Recorder(Callbacks):
         self._card = RunCard(self.run_dir, self._names, self._engine, dirty=model is not None)
         self._epochs = EpochTracker()
         self._dist = Distributed()
+        self._labels = SampleLabels(LoaderIndices(self._guard))  # SAMPLES.loss and .index
         self._active = False
 
     @property
@@ -159,6 +162,7 @@ class Recorder(Callbacks):
                 return
         self._hooks.install()
         self._guard("probes", self._probes.install)()
+        self._labels.loader.install()
         self._active = True
         active.push(self)
 
@@ -169,6 +173,7 @@ class Recorder(Callbacks):
         self._guard("close", self._close_steps)()
         self._hooks.remove()
         self._probes.remove()
+        self._labels.loader.remove()
         self._active = False
         active.pop(self)
         self._guard("writer", self._close_writer)()
@@ -215,6 +220,10 @@ class Recorder(Callbacks):
 
     def _set_groups(self, labels: Any) -> None:
         self._pending.groups = torch.as_tensor(labels).detach().reshape(-1).to(torch.int64)
+
+    def declare(self, kind: str, values: Any) -> None:
+        """Per-sample losses (kind "loss") or dataset indices ("index") of the next backward."""
+        self._guard(f"gradscope.{kind}", self._labels.declare)(kind, values)
 
     def set_tasks(self, losses: dict[str, Any]) -> None:
         self._guard("tasks", self._set_tasks)(losses)
@@ -265,7 +274,10 @@ class Recorder(Callbacks):
         if began.closed is not None:
             self._close_manual_step(began.closed)
         scaled, self._scaled = self._scaled, None
-        self._loss = loss_of(tensors, grad_tensors, scaled) if began.backward.record else None
+        self._labels.backward_began()
+        per_sample = self._engine is not None and self._recorded()
+        read = self._measure("per-sample loss", graph_losses) if per_sample else None
+        self._loss = loss_of(tensors, grad_tensors, scaled, read) if began.backward.record else None
         if self._dist.active and began.backward.record and self._recorded():
             self._measure("local gradients", self._dist.arm)()
         if self._engine is not None:
@@ -335,6 +347,8 @@ class Recorder(Callbacks):
             pending.micro_stats.append(collected.stats)
             pending.factors.append(collected.factor)
             pending.batch_size += collected.batch_size
+            graph = loss.per_sample if loss else None
+            self._measure("sample labels", self._labels.attach)(collected.stats, collected.batch_size, graph)
 
     def _sum_norm2(self, params: list[torch.Tensor], scale: torch.Tensor | None, local: dict) -> None:
         """|p.grad|^2 (unscaled) after the backward: |sum_i c_i|^2 over the step so far (under
@@ -509,6 +523,7 @@ class Recorder(Callbacks):
             "world_size": self.world_size,
             "steps": self.step,
             "distributed": self._dist.card(),
+            **self._labels.summary(),
         }
         if final:
             fields["failures"] = self._failures.entries

@@ -54,6 +54,11 @@ class MicroStats:
     sketch: list[torch.Tensor | None]
     gram: list[torch.Tensor | None]
     groups: torch.Tensor | None = None
+    # norm2 / weight_dot over each layer's "weight" parameter alone (None: the layer has none)
+    norm2_w: list[torch.Tensor | None] = field(default_factory=list)
+    weight_dot_w: list[torch.Tensor | None] = field(default_factory=list)
+    loss: torch.Tensor | None = None  # [B] per-sample losses, when known
+    index: torch.Tensor | None = None  # [B] dataset indices, when known
 
 
 @dataclass
@@ -90,7 +95,8 @@ class StepRecord:
         sources = [s for s in self.per_sample_scale_source if isinstance(s, torch.Tensor)]
         tensors = [loss, self.loss_scale] + sources + [self.per_param[n] for n in names]
         micro = [
-            HostCopy([*m.norm2, *m.weight_dot, *m.sketch, *m.gram, m.groups])
+            HostCopy([*m.norm2, *m.weight_dot, *m.sketch, *m.gram, m.groups, m.loss, m.index,
+                      *_padded(m.norm2_w, m), *_padded(m.weight_dot_w, m)])
             for m in self.micro_stats
         ]
         copy = HostCopy(tensors)
@@ -136,6 +142,7 @@ class StepRecord:
             "skipped": [self.skipped],
             "recorded": [self.recorded],
             "grad_norm": [math.nan if grads is None else float(np.sqrt(np.sum(grads**2)))],
+            "grad_norm_preclip": [_preclip(per_param.get("sum_norm2"))],
             "loss_scale": [math.nan if loss_scale is None else float(loss_scale)],
             "per_sample_scale": [self.per_sample_scale],
             "per_sample_scale_source": [_weakest(self.per_sample_scale_source)],
@@ -158,6 +165,7 @@ class StepRecord:
             "nonfinite": ~np.isfinite(grad),
             "sum_norm2": per_param.get("sum_norm2", nan),
             "local_norm2": per_param.get("local_norm2", nan),
+            "update_sketch": _sketch_column(per_param.get("update_sketch"), count),
         }
 
     def _sample_rows(self, micro_values: list[list[Any]]) -> tuple[Rows, Rows]:
@@ -170,7 +178,10 @@ class StepRecord:
                 continue
             norm2 = np.stack(values[:n]).astype(np.float64)  # (L, B)
             sketches, gram_values, groups = values[2 * n : 3 * n], values[3 * n : 4 * n], values[4 * n]
-            samples.append(self._sample_columns(stats, norm2, np.stack(values[n : 2 * n]), sketches, groups))
+            columns = self._sample_columns(stats, norm2, np.stack(values[n : 2 * n]), sketches, groups)
+            extra = values[4 * n + 1 : 4 * n + 3], values[4 * n + 3 :]
+            columns.update(_identity_columns(*extra, n, norm2.shape[1]))
+            samples.append(columns)
             with_gram = [(layer, g) for layer, g in zip(stats.layers, gram_values) if g is not None]
             if with_gram:
                 grams.append(self._gram_columns(stats.micro, with_gram))
@@ -196,7 +207,6 @@ class StepRecord:
             "layer": np.repeat(np.asarray(stats.layers, dtype=object), batch),
             "norm2": norm2.reshape(-1),
             "weight_dot": dots.astype(np.float64).reshape(-1),
-            "loss": np.full(count, np.nan),
             "group": np.tile(group.astype(np.int64), layers),
             "sketch": list_column(sketch.reshape(count, width)),
         }
@@ -257,6 +267,44 @@ class StepRecord:
             "norm2_a": gram[:, :, first, first].reshape(-1),
             "norm2_b": gram[:, :, second, second].reshape(-1),
         }
+
+
+def _padded(values: list[torch.Tensor | None], micro: MicroStats) -> list[torch.Tensor | None]:
+    """One entry per layer of ``micro`` (None where not measured)."""
+    return values if len(values) == len(micro.layers) else [None] * len(micro.layers)
+
+
+def _per_sample(values: np.ndarray | None, batch: int, fill: float, dtype: type) -> np.ndarray:
+    return np.full(batch, fill, dtype) if values is None or len(values) != batch else values.astype(dtype)
+
+
+def _identity_columns(loss_index: list[Any], weight_only: list[Any], layers: int, batch: int) -> Rows:
+    """SAMPLES.loss, index (per sample, repeated for each layer row) and norm2_w, weight_dot_w."""
+    loss = _per_sample(loss_index[0], batch, np.nan, np.float64)
+    index = _per_sample(loss_index[1], batch, -1, np.int64)
+    norm2_w = [_per_sample(v, batch, np.nan, np.float64) for v in weight_only[:layers]]
+    dot_w = [_per_sample(v, batch, np.nan, np.float64) for v in weight_only[layers:]]
+    return {
+        "loss": np.tile(loss, layers),
+        "index": np.tile(index, layers),
+        "norm2_w": np.concatenate(norm2_w) if norm2_w else np.zeros(0),
+        "weight_dot_w": np.concatenate(dot_w) if dot_w else np.zeros(0),
+    }
+
+
+def _sketch_column(sketch: np.ndarray | None, count: int) -> pa.Array:
+    """LAYERS.update_sketch: one k-list per parameter row, nulls when not recorded."""
+    if sketch is None or sketch.shape[0] != count:
+        return pa.nulls(count, pa.list_(pa.float32()))
+    return list_column(sketch.astype(np.float32))
+
+
+def _preclip(sum_norm2: np.ndarray | None) -> float:
+    """Global L2 norm of the gradient at the end of the step's last backward (before any
+    clip_grad_norm_): sqrt of the sum of LAYERS.sum_norm2; NaN when any is unknown."""
+    if sum_norm2 is None or not len(sum_norm2):
+        return math.nan
+    return float(np.sqrt(np.sum(sum_norm2)))
 
 
 def _weakest(sources: list[str]) -> str:

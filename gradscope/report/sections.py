@@ -69,7 +69,9 @@ SCOPE_TABLES: dict[tuple[str, str], ScopeTable] = {
     ("coherence", "group_pair"): ScopeTable("group stiffness", "stiffness_cos", True),
     ("alignment", "layer"): ScopeTable("layers", "gwa", True),
     ("alignment", "epoch"): ScopeTable("epochs", "epoch_score", None),
-    ("alignment", "sample"): ScopeTable("most misaligned samples (step:micro:sample)", "misaligned", True),
+    ("alignment", "sample"): ScopeTable(
+        "most misaligned samples (step:micro:sample #dataset index)", "misaligned", True
+    ),
     ("alignment", "index"): ScopeTable(
         "flagged samples (dataset index): never learned, most forgotten", "flagged", True,
         ("forgetting_events", "first_learned", "mean_loss"),

@@ -37,6 +37,9 @@ STEPS = pa.schema(
         ("skipped", pa.bool_()),  # a GradScaler skipped the optimizer step (inf/nan grads)
         ("recorded", pa.bool_()),  # per-layer and per-sample statistics recorded this step
         ("grad_norm", pa.float64()),  # global L2 norm of all gradients the optimizer sees
+        # global L2 norm of the unscaled gradient at the end of the step's last backward
+        # (before any clip_grad_norm_): sqrt(sum of LAYERS.sum_norm2); NaN unknown
+        ("grad_norm_preclip", pa.float64()),
         ("loss_scale", pa.float64()),  # GradScaler scale, NaN without one
         ("per_sample_scale", pa.float64()),  # f: g_i = f c_i; NaN unknown or micro-batches differ
         ("per_sample_scale_source", pa.string()),  # "declared" | "read" | "assumed"; "" none (v2)
@@ -63,6 +66,9 @@ LAYERS = pa.schema(
         # DDP: ||sum_i c_i||^2 of this rank's own samples, before the all-reduce (sum_norm2 is
         # then the all-reduced gradient's); NaN when not under DDP or unknown
         ("local_norm2", pa.float64()),
+        # seeded count sketch (k = 64) of W_after - W_before, the same projection every step
+        # for a given parameter (gradscope/record/update_sketch.py); null when not recorded
+        ("update_sketch", pa.list_(pa.float32())),
     ]
 )
 
@@ -76,9 +82,17 @@ SAMPLES = pa.schema(
         ("layer", pa.string()),
         ("norm2", pa.float64()),  # ||c_i||^2 over the layer's parameters (v1: ||f c_i||^2)
         ("weight_dot", pa.float64()),  # <c_i, W> over the layer's parameters (W before the step)
-        ("loss", pa.float64()),  # per-sample loss when known, else NaN
+        # the sample's loss as the criterion's reduction="none" gives it (mean over its
+        # non-batch elements): declared (gradscope.losses) or read exactly from the loss graph; NaN unknown
+        ("loss", pa.float64()),
         ("group", pa.int64()),  # sample group label from gradscope.groups(), -1 none
         ("sketch", pa.list_(pa.float32())),  # seeded random projection of c_i (fixed length)
+        # dataset index: the DataLoader sampler's, or declared by gradscope.indices(); -1 unknown
+        ("index", pa.int64()),
+        # norm2 and weight_dot over the layer's parameter named "weight" alone (bias and
+        # others excluded: GWA's head score); NaN when the layer has none
+        ("norm2_w", pa.float64()),
+        ("weight_dot_w", pa.float64()),
     ]
 )
 
@@ -147,7 +161,11 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 # Columns a run of an older format may lack: the reader fills them with nulls.
-ADDED: dict[str, dict[str, int]] = {"steps": {"per_sample_scale_source": 2}, "layers": {"local_norm2": 2}}
+ADDED: dict[str, dict[str, int]] = {
+    "steps": {"per_sample_scale_source": 2, "grad_norm_preclip": 2},
+    "layers": {"local_norm2": 2, "update_sketch": 2},
+    "samples": {"index": 2, "norm2_w": 2, "weight_dot_w": 2},
+}
 
 def type_mismatch(actual: pa.Schema, expected: pa.Schema, added: Collection[str] = ()) -> str | None:
     """Why a shard's columns do not match the table's schema (None when they do).

@@ -95,3 +95,33 @@ def test_verdict_warns_after_the_peak() -> None:
     verdict = alignment.alignment_verdict(rows)
     assert verdict.level == "warn" and "epoch 1" in verdict.summary
     assert "no data" in alignment.alignment_verdict(rows.iloc[:1]).summary
+
+
+def test_head_score_uses_the_weight_alone_as_the_paper_does() -> None:
+    """Head rows carry norm2 / weight_dot over weight + bias and norm2_w / weight_dot_w over
+    the weight alone; gwa_head is cos(-g_W, W) (bias excluded), gwa_head_all_params the
+    other, and the most misaligned samples are named by dataset index."""
+    rng = np.random.default_rng(3)
+    samples, layers, expected, everything = [], [], [], []
+    for step in range(4):
+        weight, bias = rng.normal(size=6), rng.normal(size=2)
+        layers += [(step, "head", "head.weight", float(np.linalg.norm(weight))),
+                   (step, "head", "head.bias", float(np.linalg.norm(bias)))]
+        for i in range(8):
+            g_w, g_b = rng.normal(size=6) - 0.3 * weight, rng.normal(size=2) + 3 * bias
+            both = (float(g_w @ g_w + g_b @ g_b), float(g_w @ weight + g_b @ bias))
+            samples.append((step, 0, i, "head", *both, float(g_w @ g_w), float(g_w @ weight), 100 * step + i))
+            expected.append(_reference_gwa(g_w, weight))
+            everything.append(_reference_gwa(np.concatenate([g_w, g_b]), np.concatenate([weight, bias])))
+    columns = ["step", "micro", "sample", "layer", "norm2", "weight_dot", "norm2_w", "weight_dot_w", "index"]
+    summary = summarize(pd.DataFrame(samples, columns=columns), head="head", worst=3,
+                        layers=pd.DataFrame(layers, columns=["step", "layer", "param", "weight_norm"]))
+    assert summary.head_basis == "weight"
+    rows = alignment.alignment_metrics(summary)
+    head = rows[rows["name"] == "gwa_head"].sort_values("step")["value"]
+    whole = rows[rows["name"] == "gwa_head_all_params"].sort_values("step")["value"]
+    assert head.tolist() == pytest.approx(np.reshape(expected, (4, 8)).mean(axis=1))
+    assert whole.tolist() == pytest.approx(np.reshape(everything, (4, 8)).mean(axis=1))
+    worst = np.argsort(expected)[:3]
+    keys = rows[rows["name"] == "misaligned"]["key"].tolist()
+    assert keys == [f"{k // 8}:0:{k % 8} #{100 * (k // 8) + k % 8}" for k in worst]

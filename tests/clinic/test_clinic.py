@@ -48,7 +48,7 @@ CASES = (
         ("--profile", "full"),
     ),
     Case("lr_edge", "stability", "SGD at lr = 2.5 / lambda_max (edge: 2 / lambda_max)",
-         r"stability\.(loss_spike_z|grad_norm_spike_z|update_ratio|nonfinite) "),
+         r"stability\.(loss_spike_z|grad_norm_spike_z|grad_norm_preclip_spike_z|update_ratio|nonfinite) "),
     Case("vanishing", "stability", "12-layer sigmoid MLP, default init",
          r"stability\.grad_norm_rel .*vanishing gradients"),
     Case("dead_layer", "stability", "ReLU layer with bias -20: zero output, zero gradient",
@@ -61,6 +61,9 @@ CASES = (
          r"stability\.dead_units .*dead units"),
     Case("sharp_edge", "stability", "tanh MLP, SGD at lr = 3 / lambda_max (edge: 2 / lambda_max)",
          r"stability\.sharpness_edge_ratio .*edge of stability", ("--curvature", "every=5")),
+    Case("clipped_spike", "stability",
+         "one batch with inputs x1000 under clip_grad_norm_(..., 0.5): pre-clip norm ~780, grad_norm 0.5",
+         r"grad-norm spikes before clipping \(1 hidden by it"),
 )
 VARIANTS = ("pathology", "healthy")
 

@@ -21,7 +21,7 @@ def _steps(n: int, start: int = 0) -> dict:
                       "loss": [1.0] * n, "backward_calls": [1] * n, "batch_size": [4] * n,
                       "skipped": [False] * n, "recorded": [True] * n, "grad_norm": [1.0] * n,
                       "loss_scale": [1.0] * n, "per_sample_scale": [1.0] * n, "hparams": ["[]"] * n,
-                      "per_sample_scale_source": [""] * n}}
+                      "per_sample_scale_source": [""] * n, "grad_norm_preclip": [1.0] * n}}
 
 
 def test_enospc_removes_the_temp_shard_and_counts_rows(tmp_path, monkeypatch):
