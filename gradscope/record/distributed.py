@@ -70,6 +70,7 @@ class Distributed:
 
     def __init__(self) -> None:
         self._ddp: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+        self._ddp_seen = False  # stays True after a trainer drops its DDP wrapper (Lightning's teardown)
         self._wrappers: set[str] = set()
         self._kinds: dict[type, str | None] = {}
         self._comm_hook = False
@@ -93,6 +94,7 @@ class Distributed:
         self._wrappers.add(kind)
         if kind == "DistributedDataParallel":
             self._ddp.add(module)
+            self._ddp_seen = True
             self._comm_hook = self._comm_hook or bool(getattr(module, "_comm_hooks", None))
 
     def arm(self) -> None:
@@ -144,8 +146,8 @@ class Distributed:
             "world_size": world,
             "ranks": list(range(world)),
             "wrappers": sorted(self._wrappers),
-            "gradient_averaging": DDP_AVERAGING if self._ddp else None,
-            "local_gradients": LOCAL_SOURCE if self._ddp else None,
+            "gradient_averaging": DDP_AVERAGING if self._ddp_seen else None,
+            "local_gradients": LOCAL_SOURCE if self._ddp_seen else None,
             "comm_hook": self._comm_hook,
             "not_covered": not_covered,
         }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gradscope.errors import GradscopeError, os_error_line, short_path
 from gradscope.record.config import RecordConfig
+from gradscope.record.rank_claim import CLAIMS
 from gradscope.record.supervise import Outcome, run_supervised
 from gradscope.store import meta as run_meta
 from gradscope.store.meta import META_FILE, new_meta, now_iso, write_json_atomic
@@ -107,6 +108,8 @@ def clear_earlier_run(run_dir: Path) -> None:
         if (run_dir / name).is_file():
             (run_dir / name).unlink()
     run_meta.drop_all_reserves(run_dir)
+    if (run_dir / CLAIMS).is_dir() and not (run_dir / CLAIMS).is_symlink():
+        shutil.rmtree(run_dir / CLAIMS)  # the rank folders its processes claimed
 
 
 def child_environment(run_dir: Path, config: RecordConfig) -> dict[str, str]:

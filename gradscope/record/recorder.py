@@ -39,6 +39,7 @@ from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames, is_compiled
 from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
 from gradscope.record.probes import make_probes
+from gradscope.record.rank_claim import claim_rank_folder, process_rank
 from gradscope.record.reduction import step_factor
 from gradscope.record.rows import MicroStats, StepRecord
 from gradscope.record.runcard import RunCard
@@ -134,6 +135,7 @@ class Recorder(Callbacks):
         self._card = RunCard(self.run_dir, self._names, self._engine, dirty=model is not None)
         self._epochs = EpochTracker()
         self._dist = Distributed()
+        self._rank_warned = False
         self._labels = SampleLabels(LoaderIndices(self._guard))  # SAMPLES.loss and .index
         self._active = False
 
@@ -151,6 +153,7 @@ class Recorder(Callbacks):
         self.close(status="crashed" if exc_type else "finished")
 
     def start(self) -> None:
+        self._sync_rank()
         if self._owns_meta and self.rank == 0:
             run_meta.claim_run_dir(self.run_dir, self._force)  # GradscopeError before training
             try:
@@ -197,11 +200,23 @@ class Recorder(Callbacks):
 
     # engine and writer -------------------------------------------------------------------
 
+    def _sync_rank(self) -> None:
+        """The rank from torch.distributed once its group is up (rank_claim); fixed at the first shard."""
+        rank, self.world_size = process_rank(self.rank, self.world_size)
+        if self._writer is None:
+            self.rank = self._failures.rank = rank
+        elif rank != self.rank and not self._rank_warned:
+            self._rank_warned = True
+            self._warn("rank", f"steps before init_process_group were recorded as rank {self.rank}; "
+                       f"torch.distributed says rank {rank}: the rank column keeps {self.rank}")
+
     def _ensure_writer(self) -> ShardWriter:
         if self._writer is None:
-            self._writer = ShardWriter(
-                self.run_dir, self.rank, on_error=lambda msg: self._report_failure("writer", msg)
-            )
+            folder, clash = claim_rank_folder(self.run_dir, self.rank)
+            on_error = lambda msg: self._report_failure("writer", msg)  # noqa: E731
+            self._writer = ShardWriter(self.run_dir, self.rank, on_error=on_error, folder=folder)
+            if clash:
+                self._warn("rank", clash)
         return self._writer
 
     def _recorded(self, step: int | None = None) -> bool:
@@ -463,6 +478,7 @@ class Recorder(Callbacks):
         self, end: StepEnd, optimizer: Any, params: list[torch.Tensor], per_param: dict[str, torch.Tensor]
     ) -> None:
         started = time.perf_counter()
+        self._sync_rank()
         pending = self._pending
         recorded = self._recorded(end.step) and not end.skipped and bool(per_param)
         for name, values in (("sum_norm2", pending.sum_norm2), ("local_norm2", pending.local_norm2)):

@@ -66,9 +66,11 @@ class ShardWriter:
         shard_rows: int = 200_000,
         flush_seconds: float = 10.0,
         on_error: Callable[[str], None] = lambda message: None,
+        folder: str | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.rank = rank
+        self.folder = folder or f"rank-{rank}"  # rank_claim names another one on a clash
         self.shard_rows = shard_rows
         self.flush_seconds = flush_seconds
         self.dropped = 0
@@ -188,7 +190,7 @@ class ShardWriter:
         if not batches:
             return
         arrow_table = pa.Table.from_batches(batches, schema=TABLES[table])
-        folder = self.run_dir / table / f"rank-{self.rank}"
+        folder = self.run_dir / table / self.folder
         folder.mkdir(parents=True, exist_ok=True)
         part = self._part.get(table, 0)
         final = folder / f"part-{part:06d}.parquet"
