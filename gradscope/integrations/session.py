@@ -58,6 +58,7 @@ class Session:
         optimizers, unwrapped). A bad run directory raises GradscopeError, before training."""
         from gradscope.record.recorder import Recorder
 
+        _clear_if_forced(Path(run_dir), bool(self.options.get("force")))
         recorder = Recorder(model, list(optimizers) or None, run_dir=run_dir, **self.options)
         recorder.start()
         for optimizer in optimizers:  # created before the recorder: say so, as record's hook would
@@ -83,6 +84,18 @@ class Session:
         if counted is not None and counted != recorder.steps_emitted:
             print(f"gradscope: warning: recorded {recorder.steps_emitted} steps, the trainer counted "
                   f"{counted} optimizer steps", file=sys.stderr)
+
+
+def _clear_if_forced(run_dir: Path, force: bool) -> None:
+    """``force``: remove an earlier run's files as ``gradscope record --force`` does (left in
+    place, its steps were read as this run's). Rank 0 only: the other ranks' processes start
+    with it and must not delete what it writes."""
+    from gradscope.record.launch import clear_earlier_run
+    from gradscope.record.rank_claim import process_rank
+
+    rank, _ = process_rank(int(os.environ.get("RANK", "0")), 1)
+    if force and rank == 0 and run_dir.is_dir():
+        clear_earlier_run(run_dir)
 
 
 def _close_at_exit(session: weakref.ref[Session]) -> None:

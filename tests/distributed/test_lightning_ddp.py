@@ -44,7 +44,8 @@ def _assert_two_ranks(run_dir: Path) -> None:
 
 def test_lightning_spawned_ranks_equal_torchrun(spawned, tmp_path) -> None:
     _assert_two_ranks(spawned)
-    recorded = run_recorded([TORCHRUN, "--nproc-per-node", "2", SCRIPT], tmp_path / "tr", tmp_path, cwd=tmp_path)
+    command = [TORCHRUN, "--nproc-per-node", "2", SCRIPT]
+    recorded = run_recorded(command, tmp_path / "tr", tmp_path, cwd=tmp_path)
     assert recorded.returncode == 0, recorded.stderr[-2000:]
     a, b = open_run(spawned), open_run(tmp_path / "tr")
     same_table(a.table("steps"), b.table("steps"), ["step", "rank"])

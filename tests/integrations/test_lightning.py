@@ -171,3 +171,21 @@ def test_missing_lightning_is_one_line() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == ("gradscope's Lightning callback needs the lightning package: "
                           "pip install 'gradscope[lightning]'\n")
+
+
+def test_force_replaces_an_earlier_runs_files(lightning, tmp_path) -> None:
+    """force=True clears what an earlier run left, as ``gradscope record --force`` does: a
+    re-run read 15 steps for an 8-step run (issue 13 follow-up)."""
+    import shutil
+
+    from gradscope.integrations.lightning import GradscopeCallback
+
+    for epochs in (2, 1):
+        callback = GradscopeCallback(tmp_path / "run", force=True)
+        trainer, model, loader = _example().build([callback], epochs=epochs)
+        trainer.fit(model, loader)
+        if epochs == 2:  # as an earlier run on two devices would have left it
+            shutil.copytree(tmp_path / "run" / "steps" / "rank-0", tmp_path / "run" / "steps" / "rank-1")
+    steps = open_run(tmp_path / "run").table("steps")
+    assert list(steps["step"]) == [0, 1, 2, 3] and trainer.global_step == 4
+    assert not (tmp_path / "run" / "steps" / "rank-1").exists()
