@@ -8,7 +8,8 @@ Lightning's automatic optimization runs the last micro-batch of an accumulation 
 ``optimizer.step(closure)`` and the earlier ones outside it; the recorder counts all of them
 as the step's micro-batches. Under ``precision="16-mixed"`` losses and per-sample values
 are unscaled by the GradScaler's scale; under bf16 autocast nothing is scaled. Layers are
-named from the LightningModule (``net.0`` for ``self.net = nn.Sequential(...)``).
+named from the LightningModule (``net.0`` for ``self.net = nn.Sequential(...)``), as
+``gradscope record`` names them.
 
 The recorder starts at ``on_fit_start`` (after ``configure_optimizers``) and stops at
 ``on_fit_end`` (status finished) or ``on_exception`` (crashed; interrupted on Ctrl-C). Importing this module

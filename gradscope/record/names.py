@@ -9,6 +9,11 @@ submodule that ran on its own before the model did). Names are the user's:
 
 - ``torch.compile(model)`` returns an ``OptimizedModule`` whose ``_orig_mod`` is the model:
   ``_orig_mod.`` never appears in a name.
+- A root is named from the outermost module that holds it, when there is one: a
+  LightningModule whose ``training_step`` calls ``self.net(x)`` never runs itself, yet its
+  layers are ``net.0`` (as the Lightning callback, which is handed the LightningModule,
+  names them), not ``0``. The holder is found by following ``_modules`` back (gc
+  referrers, for the first OWNER_SEARCHES roots only: each search walks the heap once).
 - Parametrization internals (``ParametrizationList``, and what runs inside it) never become
   roots; a parametrized weight is ``fc.parametrizations.weight.original`` in layer ``fc``.
 
@@ -17,6 +22,7 @@ Entries are weak: gradscope never keeps a user's model alive.
 
 from __future__ import annotations
 
+import gc
 import weakref
 from typing import Any
 
@@ -26,6 +32,31 @@ from torch.nn.utils import parametrize
 from torch.utils.weak import WeakIdKeyDictionary
 
 ORIG_MOD = "_orig_mod"
+OWNER_SEARCHES = 4
+
+
+def holder(module: nn.Module) -> nn.Module | None:
+    """The one module whose ``_modules`` holds ``module`` (None for none, or for several):
+    module <- its ``_modules`` dict <- the holder's ``__dict__`` <- the holder."""
+    tables = {id(t): t for t in gc.get_referrers(module) if isinstance(t, dict)}
+    if not tables:
+        return None
+    level = gc.get_referrers(*tables.values())
+    dicts = [d for d in level if isinstance(d, dict) and d is not tables]
+    found = {id(o): o for o in level + (gc.get_referrers(*dicts) if dicts else [])
+             if isinstance(o, nn.Module) and id(o.__dict__.get("_modules")) in tables}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def outermost_holder(module: nn.Module, depth: int = 16) -> nn.Module:
+    """The outermost module that holds ``module`` through its submodules (``module`` itself
+    when none does)."""
+    for _ in range(depth):
+        parent = holder(module)
+        if parent is None or is_parametrization(parent):
+            break
+        module = parent
+    return module
 
 
 def is_compiled(module: nn.Module) -> bool:
@@ -57,6 +88,15 @@ class ModuleNames:
         # tensors compare by value, so parameters are keyed by identity
         self._params: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._roots: list[weakref.ref[nn.Module]] = []
+        self._searches = 0
+
+    def add_running(self, module: nn.Module) -> bool:
+        """A module that runs and is not yet named: name it from its outermost holder."""
+        if self._searches < OWNER_SEARCHES and module not in self._modules and not is_parametrization(module):
+            if next(module.parameters(), None) is not None:
+                self._searches += 1
+                module = outermost_holder(module)
+        return self.add_root(module)
 
     def add_root(self, root: nn.Module) -> bool:
         """Name ``root``'s tree unless known; returns True when a new root was added."""

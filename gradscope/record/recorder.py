@@ -260,7 +260,7 @@ class Recorder(Callbacks):
     def forward_pre(self, module: torch.nn.Module, args: tuple) -> None:
         self._dist.module_seen(module)
         if not self._explicit_model and self._names.module(module) is None:
-            self._card.layers_dirty |= self._names.add_root(module)
+            self._card.layers_dirty |= self._names.add_running(module)
         if self._engine is not None and is_compiled(module):
             self._card.layers_dirty |= self._engine.mark_compiled(module, self._names, self.step)
         self._probes.forward_pre(module)

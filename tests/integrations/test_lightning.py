@@ -189,3 +189,33 @@ def test_force_replaces_an_earlier_runs_files(lightning, tmp_path) -> None:
     steps = open_run(tmp_path / "run").table("steps")
     assert list(steps["step"]) == [0, 1, 2, 3] and trainer.global_step == 4
     assert not (tmp_path / "run" / "steps" / "rank-1").exists()
+
+
+CALLS_NET = '''
+import sys
+sys.path.insert(0, {scripts!r})
+import torch.nn.functional as F
+import lightning_example as example
+
+
+class CallsNet(example.Classifier):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)  # the LightningModule itself never runs
+
+
+trainer, _, loader = example.build([], epochs=1)
+trainer.fit(CallsNet(), loader)
+'''
+
+
+@pytest.mark.slow
+def test_record_names_layers_from_the_lightning_module(lightning, tmp_path) -> None:
+    """training_step calling self.net(x): gradscope record names the layers net.0, as the
+    callback does, not 0 (the LightningModule holds net but never runs)."""
+    script = tmp_path / "calls_net.py"
+    script.write_text(CALLS_NET.format(scripts=str(SCRIPTS)))
+    recorded = gradscope("record", "--out", str(tmp_path / "run"), "--", sys.executable, str(script))
+    assert recorded.returncode == 0, recorded.stderr
+    layers = [layer["name"] for layer in open_run(tmp_path / "run").meta["layers"]]
+    assert layers == ["net.0", "net.1", "net.3"]
