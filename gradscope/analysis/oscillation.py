@@ -6,9 +6,17 @@ update oscillation, both from seeded sketches (no full-size copies).
   for the run), so the sum of a step's per-sample sketches is P g_t (the ``sum`` of the
   step's sketch moments, gradscope.analysis.sketches). Sketch inner products estimate the
   gradients' (Johnson-Lindenstrauss: unbiased, variance about 2 / (number of sketch
-  coordinates) for a cosine near 0). It is the cosine of the two batch gradients, the
-  directions the optimizer took, so per-sample noise shrinks it toward 0 like any
-  batch-gradient cosine. Near -1: the gradient flips sign from step to step.
+  coordinates) for a cosine near 0). ``coherence.grad_autocorr_se`` is its standard
+  error: for a Gaussian random projection to d numbers the estimate of a cosine c is
+  distributed like the (uncentred) correlation of d pairs, with sd about (1 - c^2) / sqrt(d)
+  (the Fisher normal approximation of a correlation's sampling distribution); d is the
+  layer's sketch size, and for the model the effective d = k (sum_l w_l)^2 / sum_l w_l^2,
+  w_l = |P_l g_t| |P_l g_{t-1}| (layers project independently; the equal-weight case gives
+  k times the number of layers). c is the estimate itself (plug-in), so the error is
+  understated where the estimate sits near +-1 by chance; a diagnostic row that drives no
+  verdict. grad_autocorr is the cosine of the two batch gradients, the directions the
+  optimizer took, so per-sample noise shrinks it toward 0 like any batch-gradient cosine.
+  Near -1: the gradient flips sign from step to step.
 - ``stability.update_cos`` = cos(u_t, u_{t-1}) per layer and for the model, u_t = W_{t+1}
   - W_t, from LAYERS.update_sketch (the same projection every step for a parameter).
   On a quadratic with curvature lambda, gradient descent with lr eta has u_{t+1} =
@@ -88,7 +96,26 @@ def grad_autocorr_rows(sketch_moments: pd.DataFrame, lags: tuple[int, ...] = (1,
     parts = []
     for lag in lags:
         name = "grad_autocorr" if lag == 1 else f"grad_autocorr_{lag}"
-        parts.append(lag_cosine_rows(lag_dots(steps, layers, vectors, lag), name))
+        dots = lag_dots(steps, layers, vectors, lag)
+        parts += [lag_cosine_rows(dots, name), sketch_se_rows(dots, vectors.shape[1], f"{name}_se")]
+    return concat_rows(parts)
+
+
+def sketch_se_rows(dots: pd.DataFrame, width: int, name: str) -> pd.DataFrame:
+    """Standard error (1 - c^2) / sqrt(d) of the sketch cosines of ``lag_dots`` rows whose
+    keys are layers, each layer projected to ``width`` numbers (module docstring)."""
+    if not len(dots) or width < 1:
+        return concat_rows([])
+    sums = ["dot", "norm2", "norm2_prev"]
+    weight = np.sqrt(np.clip(dots["norm2"] * dots["norm2_prev"], 0.0, None))
+    layered = dots.assign(layer=dots["key"], w=weight, w2=weight**2)
+    model = layered.groupby("step", as_index=False)[[*sums, "w", "w2"]].sum()
+    model_d = width * model["w"] ** 2 / model["w2"].where(model["w2"] > 0)
+    parts = []
+    for frame, dims, key in ((model, model_d, None), (layered, float(width), "layer")):
+        c = cosine(frame["dot"], frame["norm2"], frame["norm2_prev"])
+        frame = frame.assign(value=(1.0 - c**2) / np.sqrt(dims))
+        parts.append(tidy(frame, name, "value", scope="layer" if key else "model", key=key))
     return concat_rows(parts)
 
 
