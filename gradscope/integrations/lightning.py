@@ -6,7 +6,11 @@
 Steps are the trainer's optimizer steps (``trainer.global_step`` counts the same ones):
 Lightning's automatic optimization runs the last micro-batch of an accumulation inside
 ``optimizer.step(closure)`` and the earlier ones outside it; the recorder counts all of them
-as the step's micro-batches. Under ``precision="16-mixed"`` losses and per-sample values
+as the step's micro-batches. ``steps.loss`` is the mean of the step's micro-batch losses
+(the values ``training_step`` returned): Lightning divides each by ``accumulate_grad_batches``,
+also on the short step that closes an epoch with a number of batches not divisible by it,
+and the callback multiplies that back (``gradscope record``, which cannot know the divisor,
+records the sum of the divided losses). Under ``precision="16-mixed"`` losses and per-sample values
 are unscaled by the GradScaler's scale; under bf16 autocast nothing is scaled. Layers are
 named from the LightningModule (``net.0`` for ``self.net = nn.Sequential(...)``), as
 ``gradscope record`` names them.
@@ -64,6 +68,10 @@ class GradscopeCallback(_pl.Callback):
             "automatic_optimization": bool(pl_module.automatic_optimization),
         }
         self._session.start(run_dir, pl_module, list(trainer.optimizers), facts)
+        if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
+            # Lightning divides each micro-batch loss by accumulate_grad_batches, also on an
+            # epoch's short last step: steps.loss multiplies that back (the mean micro-batch loss)
+            self._session.recorder.loss_divisor = int(trainer.accumulate_grad_batches)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._session.finish("finished", int(trainer.global_step))

@@ -136,6 +136,7 @@ class Recorder(Callbacks):
         self._epochs = EpochTracker()
         self._dist = Distributed()
         self._rank_warned = False
+        self.loss_divisor: int | None = None  # see _step_losses
         self._labels = SampleLabels(LoaderIndices(self._guard))  # SAMPLES.loss and .index
         self._active = False
 
@@ -498,7 +499,7 @@ class Recorder(Callbacks):
             skipped=end.skipped,
             recorded=recorded,
             hparams=hparams(optimizer),
-            losses=pending.losses,
+            losses=self._step_losses(pending.losses),
             loss_scale=pending.loss_scale,
             per_sample_scale=scale,
             per_sample_scale_source=source,
@@ -522,6 +523,13 @@ class Recorder(Callbacks):
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
+
+    def _step_losses(self, losses: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``loss_divisor`` (set by a trainer callback that divides every micro-batch loss by it,
+        Lightning's accumulate_grad_batches): steps.loss is then the mean micro-batch loss."""
+        if not self.loss_divisor or not losses:
+            return losses
+        return [x.detach() * (self.loss_divisor / len(losses)) for x in losses]
 
     def _index_of(self, optimizer: Any) -> int:
         if optimizer not in self._optimizer_index:

@@ -219,3 +219,20 @@ def test_record_names_layers_from_the_lightning_module(lightning, tmp_path) -> N
     assert recorded.returncode == 0, recorded.stderr
     layers = [layer["name"] for layer in open_run(tmp_path / "run").meta["layers"]]
     assert layers == ["net.0", "net.1", "net.3"]
+
+
+def test_loss_is_the_mean_micro_batch_loss_on_a_short_last_step(lightning, tmp_path) -> None:
+    """7 batches per epoch, accumulate_grad_batches=2: the epoch's last step has 1 micro-batch,
+    whose loss Lightning still divides by 2; steps.loss is not halved there."""
+    from gradscope.integrations.lightning import GradscopeCallback
+
+    example, log = _example(), _trainer_log(lightning)
+    callback = GradscopeCallback(tmp_path / "run")
+    trainer, model, _ = example.build([callback, log], epochs=1)
+    trainer.fit(model, example.data(samples=56))
+    steps = open_run(tmp_path / "run").table("steps").sort_values("step")
+    assert steps["backward_calls"].tolist() == [2, 2, 2, 1]
+    per_step: dict[int, list[float]] = {}
+    for step, divided, _ in log.batches:
+        per_step.setdefault(step, []).append(2 * divided)  # what training_step returned
+    np.testing.assert_allclose(steps["loss"], [np.mean(v) for v in per_step.values()], rtol=1e-6)
