@@ -83,3 +83,12 @@ def _single_loss(root: Any, scaled: Scaled | None, read_losses: Any = None) -> B
         value = value / divide
         reduction = replace(reduction, factor=reduction.factor * float(divide))
     return BackwardLoss(value, reduction, scale, None if read_losses is None else read_losses(loss))
+
+
+def undivided(losses: list[torch.Tensor], divisor: int | None) -> list[torch.Tensor]:
+    """A step's backpropagated losses, each of which a trainer divided by ``divisor`` whatever
+    the step's micro-batch count n (Lightning's accumulate_grad_batches, set by its callback),
+    times divisor / n: their sum is then the mean micro-batch loss. Unchanged without one."""
+    if not divisor or not losses:
+        return losses
+    return [x.detach() * (divisor / len(losses)) for x in losses]

@@ -34,7 +34,7 @@ from gradscope.record.distributed import Distributed
 from gradscope.record.epochs import EpochTracker
 from gradscope.record.failures import FailureLog
 from gradscope.record.hooks import Callbacks, GlobalHooks, Guard
-from gradscope.record.losses import BackwardLoss, Scaled, loss_of
+from gradscope.record.losses import BackwardLoss, Scaled, loss_of, undivided
 from gradscope.record.manual import ManualStep
 from gradscope.record.names import ModuleNames, is_compiled
 from gradscope.record.optim import InitialWeights, after_step, before_step, hparams, optimizer_params
@@ -136,7 +136,7 @@ class Recorder(Callbacks):
         self._epochs = EpochTracker()
         self._dist = Distributed()
         self._rank_warned = False
-        self.loss_divisor: int | None = None  # see _step_losses
+        self.loss_divisor: int | None = None  # see losses.undivided
         self._labels = SampleLabels(LoaderIndices(self._guard))  # SAMPLES.loss and .index
         self._active = False
 
@@ -499,7 +499,7 @@ class Recorder(Callbacks):
             skipped=end.skipped,
             recorded=recorded,
             hparams=hparams(optimizer),
-            losses=self._step_losses(pending.losses),
+            losses=undivided(pending.losses, self.loss_divisor),
             loss_scale=pending.loss_scale,
             per_sample_scale=scale,
             per_sample_scale_source=source,
@@ -523,13 +523,6 @@ class Recorder(Callbacks):
         groups = pending.groups
         self._pending = _Pending(groups=groups)
         self._epochs.step_taken()
-
-    def _step_losses(self, losses: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``loss_divisor`` (set by a trainer callback that divides every micro-batch loss by it,
-        Lightning's accumulate_grad_batches): steps.loss is then the mean micro-batch loss."""
-        if not self.loss_divisor or not losses:
-            return losses
-        return [x.detach() * (self.loss_divisor / len(losses)) for x in losses]
 
     def _index_of(self, optimizer: Any) -> int:
         if optimizer not in self._optimizer_index:
