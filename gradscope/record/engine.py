@@ -218,6 +218,7 @@ class PerSampleEngine(TaskSplit, StepEvidence):
         inputs = KernelInputs(
             args=tree_map(detach, args), kwargs=tree_map(detach, kwargs),
             batch_dim=self._batch_dim(module), batch_size=batch.size, output_slots=slots,
+            route=self.config.route,
         )
         kernel = self._registry.lookup(module)[1]
         if kernel in READS_OUTPUT and len(flat) == 1 and type(flat[0]) is Tensor:

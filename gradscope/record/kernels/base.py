@@ -37,6 +37,9 @@ class KernelInputs:
     # output and of the module's weight/bias at capture: a change means an in-place edit.
     output: Tensor | None = None
     versions: tuple[tuple[Tensor, int], ...] = ()
+    # the engine's route setting ("auto" | "ghost" | "materialize"): a kernel with a cheaper
+    # dense form than materialising its factors (conv) returns it when the route says dense
+    route: str = "auto"
 
     def main_input(self) -> Tensor:
         """The first tensor argument with its batch dim moved to 0: [B, ...]."""
