@@ -316,7 +316,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
                    help="times from one process with the methods alternated step by step (default);"
                         " memory from a second pass of --memory-steps steps per pair")
-    p.add_argument("--memory-steps", type=int, default=3, help="steps of the memory pass (interleaved)")
+    p.add_argument("--memory-steps", type=int, default=None,
+                   help="steps of the memory pass with --interleave (default 3, 1 with --small)")
     p.add_argument("--json", metavar="OUT", help="write rows and machine info as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no table")
     args = p.parse_args(argv)
@@ -330,6 +331,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be at least 1")
     if args.warmup is None:
         args.warmup = 1 if args.small else 3
+    if args.memory_steps is None:
+        args.memory_steps = 1 if args.small else 3
+    if args.memory_steps < 1:
+        p.error("--memory-steps must be at least 1")
     if args.threads is None and args.small:
         args.threads = 1
     if args.threads is not None and args.threads < 1:
