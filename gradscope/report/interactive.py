@@ -32,6 +32,9 @@ def figure(chart: dict, index: int) -> str:
     """The frame the page's script draws a chart into, with its log / linear button and
     a note of the steps whose values were not finite (drawn as gaps)."""
     note = ""
+    every = max((t.get("every", 1) for t in chart["traces"]), default=1)
+    if every > 1:
+        note += f'<p class="nan">recorded every {every} steps (the steps between have no value)</p>'
     for kind, css, text in (("inf", "bad", "inf (not drawn) at"), ("nan", "nan", "no value (nan) at")):
         steps = sorted({s for t in chart["traces"] for s in t[kind]})
         if steps:
