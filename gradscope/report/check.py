@@ -8,7 +8,8 @@ Semantics of a metric rule ``family.name[selector].aggregation OP number``:
 - Each selected key is aggregated over its steps (in step order) and compared on its
   own; the rule passes when every key passes, and reports the failing key (or, when
   all pass, the key nearest the threshold).
-- last / first take the value as recorded: a NaN there fails the comparison. min, max,
+- Steps between recorded ones (``record --every N``: nan off the cadence, see cadence.py)
+  are left out; last / first take the value as recorded: a NaN there fails the comparison. min, max,
   mean, median, p95 skip NaN (non-finite values are caught by ``stability.nonfinite``);
   count is the number of non-NaN values; any / all apply the comparison to each value
   and pass when one / every value satisfies it (the value shown is how many did).
@@ -28,6 +29,8 @@ The states that are not levels (gradscope.analysis.types):
 - A family with no data (not recorded, profile, too few epochs): a verdict rule on it is
   skipped with the reason; ``verdict.*`` judges the families that have data (skipped when
   none has). A metric rule on it has no rows: "missing", as above.
+- A metric (or a selected key) with no value on any step was never computed: it is left
+  out, and a rule with only such keys is skipped, never failed (``count`` still counts 0).
 - A metric that needs more history than the run has (thresholds.HISTORY, e.g. spike
   z-scores need 11 steps) and has no value: the rule is skipped with that reason.
 
@@ -58,6 +61,7 @@ from gradscope.analysis.engine import Analysis
 from gradscope.analysis.thresholds import GATES, HISTORY
 from gradscope.analysis.types import FAILED, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
+from gradscope.report import cadence
 from gradscope.report.rules import Rule, parse_rule
 from gradscope.report.sections import CURVES, HIDDEN, SCOPE_TABLES
 
@@ -163,10 +167,17 @@ def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
         has = sorted(set(metrics.loc[metrics["family"] == rule.family, "name"].astype(str)) - HIDDEN)
         listed = f"; {rule.family} has {', '.join(has[:8])}{', ...' if len(has) > 8 else ''}" if has else ""
         return Outcome(rule, "missing", note=f"no values for {rule.family}.{rule.name} in this run{listed}")
-    judged = {
-        _label(str(scope), str(key)): _judge_key(rule, block.sort_values("step")["value"].to_numpy(float))
-        for (scope, key), block in rows.groupby(["scope", "key"], sort=True)
-    }
+    series = {}
+    for (scope, key), block in rows.groupby(["scope", "key"], sort=True):
+        block = block.sort_values("step")
+        _, values, _ = cadence.recorded(block["step"].to_numpy(), block["value"].to_numpy(float))
+        series[_label(str(scope), str(key))] = values
+    if rule.aggregation != "count":  # a key never computed (nan on every step) is no data, not a fail
+        series = {k: v for k, v in series.items() if not np.isnan(v).all()}
+    if not series:
+        return Outcome(rule, "skipped", note=f"{rule.family}.{rule.name} was never computed in this run "
+                       "(no value on any step): nothing to judge")
+    judged = {k: _judge_key(rule, v) for k, v in series.items()}
     failed = [(k, j) for k, j in judged.items() if not j[0]]
     if failed:
         key, (_, value, shown) = failed[0]
