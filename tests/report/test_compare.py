@@ -16,7 +16,7 @@ from gradscope.analysis.run import analyze_run
 from gradscope.cli import app
 from gradscope.report.compare import layer_detail, metric_table, settings_diff, verdict_change, verdict_levels
 from gradscope.store.reader import open_run
-from tests.report.conftest import REPO, make_run
+from tests.report.conftest import GRADSCOPE, REPO, make_run
 from tests.report.test_check import run_main
 
 runner = CliRunner()
@@ -106,3 +106,15 @@ def test_cli_compare_with_html(synthetic_run: Path, calm_run: Path, tmp_path: Pa
 def test_compare_with_minimal_run(synthetic_run: Path, minimal_run: Path) -> None:
     result = runner.invoke(app, ["compare", str(minimal_run), str(synthetic_run)])
     assert result.exit_code == 0, result.output
+
+
+def test_compare_says_how_many_layers_it_left_out(tmp_path: Path) -> None:
+    """Ten layers: the per-layer tables show eight and say "… 2 more"; metric names stay whole."""
+    layers = tuple(f"encoder.layers.{i}.fc" for i in range(10))
+    a = make_run(tmp_path / "a", layers=layers, tasks=(), with_samples=False)
+    b = make_run(tmp_path / "b", layers=layers, tasks=(), with_samples=False, seed=3, lr=0.01)
+    done = subprocess.run([str(GRADSCOPE), "compare", str(a), str(b), "--width", "80"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "… 2 more layers" in done.stdout
+    assert "stability.init_distance_log_slope" in done.stdout
