@@ -44,7 +44,6 @@ import fnmatch
 import json
 import math
 import operator
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -58,19 +57,19 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.thresholds import GATES, HISTORY
+from gradscope.analysis.names import METRICS
+from gradscope.analysis.thresholds import HISTORY
 from gradscope.analysis.types import FAILED, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
 from gradscope.report import cadence
 from gradscope.report.rules import Rule, parse_rule
-from gradscope.report.sections import CURVES, HIDDEN, SCOPE_TABLES
+from gradscope.report.sections import HIDDEN
 
 Status = Literal["pass", "fail", "missing", "skipped"]
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
-_GATE_NAME = re.compile(r"(\w+)\.(\w+)")
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "missing": "bold magenta", "skipped": "dim"}
 
 
@@ -255,31 +254,27 @@ def _all_nan(rule: Rule, metrics: pd.DataFrame) -> bool:
 
 
 def known_names(family: str, metrics: pd.DataFrame) -> set[str]:
-    """Metric names of ``family``: those in this run, those the report and the shipped
-    configs use (a name may be known yet absent from a run that did not record it)."""
-    names = set(metrics.loc[metrics["family"] == family, "name"].astype(str))
-    names |= set(CURVES.get(family, ())) | HIDDEN
-    for (table_family, _), spec in SCOPE_TABLES.items():
-        if table_family == family:
-            names |= {spec.primary, *spec.others}
-    for gates in GATES.values():
-        names |= {m.group(2) for m in map(_GATE_NAME.match, gates) if m and m.group(1) == family}
-    return names
+    """Metric names of ``family``: every name the analysis can produce (analysis/names.py),
+    and any this run's table holds (a metric newer than the list is still accepted)."""
+    return set(METRICS.get(family, ())) | set(metrics.loc[metrics["family"] == family, "name"].astype(str))
 
 
 def unknown_metric(rule: Rule, metrics: pd.DataFrame) -> str:
-    """'' for a known metric; else a one-line error, with a "did you mean" when one is
-    close (difflib), for a typo (``noise.bsimple``) is bad input, optional rule or not."""
+    """'' for a metric gradscope can produce; else a one-line error, with a "did you mean"
+    when one is close (difflib): bad input (exit 2) whether the rule is optional or not,
+    for ``--allow-missing`` / ``optional`` excuse a metric the run lacks, not a wrong name."""
     if rule.is_verdict:
         return ""
     names = known_names(rule.family, metrics)
     if rule.name in names:
         return ""
-    close = difflib.get_close_matches(rule.name, sorted(names), n=3, cutoff=0.75)
-    if not close:
-        return ""  # not a near miss: "missing" below says the run lacks it
-    guesses = " or ".join(f"{rule.family}.{name}" for name in close)
-    return f"rule {rule.text!r}: unknown metric {rule.family}.{rule.name} (did you mean {guesses}?)"
+    close = (difflib.get_close_matches(rule.name, sorted(names), n=3, cutoff=0.75)
+             or difflib.get_close_matches(rule.name, sorted(names), n=1, cutoff=0.6))
+    if close:
+        hint = "did you mean " + " or ".join(f"{rule.family}.{name}" for name in close) + "?"
+    else:
+        hint = f"{rule.family} has " + ", ".join(sorted(names - HIDDEN))
+    return f"rule {rule.text!r}: unknown metric {rule.family}.{rule.name} ({hint})"
 
 
 def run_checks(rules: Sequence[Rule], analysis: Analysis, allow_missing: bool = False) -> list[Outcome]:
