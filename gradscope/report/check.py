@@ -162,6 +162,9 @@ def _judge_key(rule: Rule, values: np.ndarray) -> tuple[bool, float, str]:
 
 def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
     rows = selected(rule, metrics)
+    unmatched = _no_key_matched(rule, metrics) if rows.empty else ""
+    if unmatched:
+        return Outcome(rule, "missing", note=unmatched)
     if rows.empty:
         has = sorted(set(metrics.loc[metrics["family"] == rule.family, "name"].astype(str)) - HIDDEN)
         listed = f"; {rule.family} has {', '.join(has[:8])}{', ...' if len(has) > 8 else ''}" if has else ""
@@ -185,6 +188,22 @@ def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
     key, (_, value, shown) = min(judged.items(), key=lambda kv: _distance(kv[1][1], rule.threshold))
     note = f"all {len(judged)} keys pass" if len(judged) > 1 else ""
     return Outcome(rule, "pass", value, shown, key, note)
+
+
+def _no_key_matched(rule: Rule, metrics: pd.DataFrame) -> str:
+    """When the run has the metric but the selector matched none of its keys: which
+    pattern matched nothing, and a few of the keys there are ("" otherwise)."""
+    rows = metrics[(metrics["family"] == rule.family) & (metrics["name"] == rule.name)
+                   & (metrics["scope"] != "model")]
+    if not rule.selectors or rows.empty:
+        return ""
+    scopes = {item.scope for item in rule.selectors} - {None}
+    pool = rows[rows["scope"].isin(scopes)] if scopes else rows
+    what = " or ".join(sorted(scopes)) if scopes else "key"
+    keys = list(dict.fromkeys(str(k) for k in (pool if not pool.empty else rows)["key"]))
+    patterns = " or ".join(repr(item.pattern) for item in rule.selectors)
+    listed = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+    return f"no {what} matched {patterns} for {rule.family}.{rule.name}; there are {listed}"
 
 
 def _label(scope: str, key: str) -> str:
@@ -299,8 +318,9 @@ def exit_code(outcomes: Sequence[Outcome]) -> int:
 def missing_message(outcomes: Sequence[Outcome]) -> str:
     missing = [o for o in outcomes if o.status == "missing"]
     first = missing[0]
+    why = "check the selector" if " matched " in first.note else "the run did not record it"
     return (f"{len(missing)} rule(s) cannot be evaluated, e.g. {first.rule.text!r}: {first.note} "
-            "(the run did not record it; mark the rule optional = true or pass --allow-missing)")
+            f"({why}; mark the rule optional = true or pass --allow-missing)")
 
 
 def outcome_table(outcomes: Sequence[Outcome], run: str) -> RenderableType:

@@ -188,3 +188,11 @@ def test_invented_metric_in_an_optional_config_rule_is_exit_2(synthetic_run: Pat
     config.write_text('[[rule]]\nmetric = "conflict.sample_cos.min > -0.5"\noptional = true\n')
     code, _, _ = run_main(["check", str(synthetic_run), "--config", str(config)])
     assert code in (0, 1)  # a real metric, recorded or skipped as missing
+
+
+def test_selector_matching_no_layer_names_the_pattern_and_the_layers(synthetic_run: Path) -> None:
+    code, out, err = run_main(["check", str(synthetic_run), "--rule",
+                               "stability.grad_norm[layer=transformer.h.9*].max < 10"])
+    text = " ".join((out + err).split())
+    assert code == 2 and "no layer matched 'transformer.h.9*'" in text and "fc1" in text
+    assert "stability has" not in text
