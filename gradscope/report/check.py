@@ -107,6 +107,8 @@ def load_config(path: Path) -> list[Rule]:
         unknown = set(entry) - {"metric", "why", "optional"}
         if unknown or not isinstance(entry.get("metric"), str):
             problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else "needs metric = \"...\""
+            if unknown & {"rule", "rules", "name", "expr", "expression", "check"}:
+                problem += " (the rule text goes in metric = \"...\")"
             raise GradscopeError(f"{path}: rule #{number} {problem}")
         if not isinstance(entry.get("optional", False), bool) or not isinstance(entry.get("why", ""), str):
             # optional = "no" would be truthy and skip a required gate
