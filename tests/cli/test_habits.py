@@ -142,3 +142,15 @@ def test_record_ends_with_one_summary_line(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last == ("gradscope: run run: 5 steps, per-sample coverage 100% of parameters, 0 warnings "
                     "(gradscope report run)")
+
+
+@pytest.mark.slow
+def test_record_summary_counts_the_warning_it_printed_and_names_the_exit_code(tmp_path: Path) -> None:
+    """A script with no backward that exits 3: the warning just shown is counted."""
+    script = tmp_path / "infer.py"
+    script.write_text("import sys, torch\nmodel = torch.nn.Linear(2, 1)\n"
+                      "print(model(torch.randn(3, 2)).sum().item())\nsys.exit(3)\n")
+    done = gradscope("record", "--out", "run", "--", sys.executable, str(script), cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3 and any("warning: nothing was recorded" in line for line in lines)
+    assert "1 warning," in lines[-1] and "the script exited with code 3" in lines[-1]
