@@ -46,9 +46,11 @@ def robust_z(
         z_t = \frac{x_t - \operatorname{med}_{t-w..t-1}}
         {\max(1.4826\,\operatorname{MAD}_{t-w..t-1},\ 0.01\,|\operatorname{med}|) + 10^{-12}}
 
-    NaN until ``min_periods`` previous values exist (NaN values in the window are
-    skipped). The 1% floor keeps a flat history (MAD 0) from turning any small change
-    into a spike: after a flat loss a jump must exceed 6% of its level to count.
+    NaN until ``min_periods`` previous values exist. NaN values (steps not recorded under
+    ``--every N``, a NaN loss) are gaps: the window holds the previous ``window`` observed
+    values, and a NaN value scores NaN. The 1% floor keeps a flat history (MAD 0) from
+    turning any small change into a spike: after a flat loss a jump must exceed 6% of its
+    level to count.
 
     ``log=True`` scores log(x) instead (values <= 0 become NaN) with an absolute floor
     of 0.01 (1% of the level, as above). Gradient norms use it: a mini-batch gradient
@@ -60,6 +62,11 @@ def robust_z(
     """
     if log:
         values = np.log(values.where(values > 0))
+    observed = values.dropna()  # steps not recorded (--every N) are gaps, not history
+    return _robust_z_observed(observed, window, min_periods, log).reindex(values.index)
+
+
+def _robust_z_observed(values: pd.Series, window: int, min_periods: int, log: bool) -> pd.Series:
     history = values.shift(1).rolling(window, min_periods=min_periods)
     median = history.median()
     mad = (

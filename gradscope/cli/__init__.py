@@ -42,6 +42,7 @@ def build_app(commands: tuple[str, ...] = COMMANDS) -> typer.Typer:
         add_completion=False,
         pretty_exceptions_show_locals=False,
         rich_markup_mode=None,  # help text is shown as written: `[[rule]]` stays
+        context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
     )
     app.callback()(_root)  # keeps subcommands even when only one is registered
     for command in commands:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
 from gradscope.cli.paths import output_file
-from gradscope.cli.width import WIDTH_HELP, console
+from gradscope.cli.width import MIN_WIDTH, WIDTH_HELP, console
 from gradscope.errors import GradscopeError
 from gradscope.report.check import exit_code, gather_rules, missing_message, run_checks
 from gradscope.report.compare import labelled
@@ -32,7 +32,7 @@ def compare(
                      help="Exit 1 when a run after the first breaks RULE (check's grammar; repeatable)."),
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the runs' curves overlaid.")] = None,
-    width: Annotated[int | None, typer.Option(min=40, max=1000, help=WIDTH_HELP)] = None,
+    width: Annotated[int | None, typer.Option(min=MIN_WIDTH, max=1000, help=WIDTH_HELP)] = None,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Settings that differ (command, learning rates, ...), verdicts, metric deltas against

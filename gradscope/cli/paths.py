@@ -69,3 +69,19 @@ def output_file(path: Path, option: str, runs: tuple[Path, ...] = ()) -> Path:
     if parent is None or not stat.S_ISDIR(parent.st_mode):
         raise GradscopeError(f"{option} {shown(path)}: its folder does not exist")
     return path
+
+
+def is_terminal(path: Path) -> bool:
+    """Whether writing to ``path`` would write to a terminal (``/dev/stdout``, ``/dev/tty``
+    on a console): a character device that is a tty once opened."""
+    info = _stat(path, "--out")
+    if info is None or not stat.S_ISCHR(info.st_mode):
+        return False
+    try:
+        fd = os.open(str(path), os.O_WRONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)

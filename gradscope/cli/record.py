@@ -10,7 +10,7 @@ import importlib.util
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -32,6 +32,21 @@ def require_torch(command: str) -> None:
         found = False
     if not found:
         raise GradscopeError(f"gradscope {command} {NO_TORCH}")
+
+
+class WarningCounter:
+    """A stand-in for sys.stderr that counts the "gradscope: warning:" lines written through
+    it (the launcher's; the recorder's own go to events.jsonl and are counted from there)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.warnings = stream, 0
+
+    def write(self, text: str) -> int:
+        self.warnings += text.count("gradscope: warning:")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
 
 
 def record(
@@ -69,10 +84,15 @@ def record(
         reduction=Reduction(reduction).value, batch_dim=batch_dim, curvature=curvature_every(curvature),
     )
     run_dir = out if out is not None else default_run_dir(command)
-    code = launch(command, run_dir, config, force=force)
+    counted = WarningCounter(sys.stderr)
+    sys.stderr = counted  # type: ignore[assignment]  # the launcher's own warnings, for the summary
+    try:
+        code = launch(command, run_dir, config, force=force)
+    finally:
+        sys.stderr = counted.stream
     from gradscope.record.summary import summary_line  # after the run: not on its start path
 
-    print(f"gradscope: {summary_line(run_dir)}", file=sys.stderr, flush=True)
+    print(f"gradscope: {summary_line(run_dir, counted.warnings, code)}", file=sys.stderr, flush=True)
     raise typer.Exit(code)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from gradscope.analysis.run import analyze_run
 from gradscope.cli.paths import output_file
-from gradscope.cli.width import WIDTH_HELP, console
+from gradscope.cli.width import MIN_WIDTH, WIDTH_HELP, console
 from gradscope.errors import GradscopeError
 from gradscope.errors import short_path as shown
 from gradscope.report.terminal import render_report
@@ -44,7 +44,7 @@ def report(
         typer.Option("--figures", help="Also write static figures (PNG and PDF) into this folder."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal report; files only.")] = False,
-    width: Annotated[int | None, typer.Option(min=40, max=1000, help=WIDTH_HELP)] = None,
+    width: Annotated[int | None, typer.Option(min=MIN_WIDTH, max=1000, help=WIDTH_HELP)] = None,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain text output.")] = False,
 ) -> None:
     """Print what was recorded and what it means."""

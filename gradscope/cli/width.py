@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
-WIDTH_HELP = "Columns to fit (default: the terminal's; 80 when piped)."
+MIN_WIDTH = 60  # the narrowest layout that keeps every number whole (tests/report/test_layout_golden.py)
+WIDTH_HELP = f"Columns to fit, at least {MIN_WIDTH} (default: the terminal's; 80 when piped)."
 
 
 def console(width: int | None, no_color: bool) -> Console:
-    return Console(width=width, no_color=no_color, highlight=False)
+    """A narrower terminal than MIN_WIDTH gets MIN_WIDTH columns (its lines wrap, numbers stay whole)."""
+    made = Console(width=width, no_color=no_color, highlight=False)
+    if made.width < MIN_WIDTH:
+        made = Console(width=MIN_WIDTH, no_color=no_color, highlight=False)
+    return made

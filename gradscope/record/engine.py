@@ -176,7 +176,7 @@ class PerSampleEngine(TaskSplit, StepEvidence):
         batch = call_batch(name, module, args, kwargs, self._batch_dim(module))
         if reason is None and batch is None:
             reason = f"no tensor input with a batch dim {self._batch_dim(module)}"
-        flat = tree_flatten(output)[0]
+        flat = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
         slots = tuple(i for i, t in enumerate(flat) if isinstance(t, Tensor) and t.requires_grad)
         if reason is None and not slots:
             reason = NO_OUTPUT
@@ -218,9 +218,12 @@ class PerSampleEngine(TaskSplit, StepEvidence):
                 self._missing.setdefault(entry.layer, UPSTREAM_OF_BATCHNORM)
 
     def _inputs(self, module, args, kwargs, batch: CallBatch, slots, flat) -> KernelInputs:
+        plain = not kwargs and all(isinstance(a, Tensor) for a in args)  # no pytree walk (0.2 ms)
         inputs = KernelInputs(
-            args=tree_map(detach, args), kwargs=tree_map(detach, kwargs),
+            args=tuple(a.detach() for a in args) if plain else tree_map(detach, args),
+            kwargs={} if plain else tree_map(detach, kwargs),
             batch_dim=self._batch_dim(module), batch_size=batch.size, output_slots=slots,
+            route=self.config.route,
         )
         kernel = self._registry.lookup(module)[1]
         if kernel in READS_OUTPUT and len(flat) == 1 and type(flat[0]) is Tensor:

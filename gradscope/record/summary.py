@@ -16,12 +16,15 @@ from gradscope.store import meta as run_meta
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
-def summary_line(run_dir: Path) -> str:
-    """'run runs/x: 240 steps, per-sample coverage 100% of parameters, 0 warnings (...)'."""
+def summary_line(run_dir: Path, launcher_warnings: int = 0, exit_code: int = 0) -> str:
+    """'run runs/x: 240 steps, per-sample coverage 100% of parameters, 0 warnings (...)';
+    ``launcher_warnings``: those gradscope record printed itself (not in events.jsonl);
+    a non-zero ``exit_code`` of the script is named."""
     try:
         meta = run_meta.read_meta(run_dir)
     except (OSError, ValueError) as err:
-        return f"run {run_dir}: meta.json unreadable ({err}); nothing to summarise"
+        ended = f"; the script exited with code {exit_code}" if exit_code else ""
+        return f"run {run_dir}: meta.json unreadable ({err}); nothing to summarise{ended}"
     steps = meta.get("steps")
     recording = meta.get("recording") or {}
     parts = [f"{steps if isinstance(steps, int) else 0} steps"]
@@ -34,8 +37,10 @@ def summary_line(run_dir: Path) -> str:
         parts.append(f"per-sample coverage {covered:.0%} of parameters")
     else:
         parts.append("no per-sample statistics")
-    warnings = _warning_count(run_dir)
+    warnings = _warning_count(run_dir) + launcher_warnings
     parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    if exit_code:
+        parts.append(f"the script exited with code {exit_code}")
     return f"run {run_dir}: {', '.join(parts)} (gradscope report {run_dir})"
 
 

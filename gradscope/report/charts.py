@@ -9,8 +9,9 @@ A chart is a plain dict (it goes to the page as JSON): id, title, family, metric
 (the default y scale), traces, guides, bands, marks. A trace is name, scope, key and
 either the raw points (x, y) or, past ``downsample.LIMIT`` points, one point per bucket:
 x = first step of the bucket, y = mean, lo / hi = min / max, x1 = last step
-(see gradscope.report.downsample). Non-finite values are null (a gap); ``bad`` lists
-the steps that held one.
+(see gradscope.report.downsample). The nans between recorded steps (``record --every
+N``: gradscope.report.cadence) are dropped before that, and ``every`` says N; other
+non-finite values are null (a gap), and ``nan`` / ``inf`` list the steps that held one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from gradscope.analysis.thresholds import (
     UPDATE_RATIO,
 )
 from gradscope.analysis.types import FAMILIES, Verdict
-from gradscope.report import downsample
+from gradscope.report import cadence, downsample
 from gradscope.report.sections import ordered
 
 WARN, ALERT, MUTE = "#d97706", "#dc2626", "#64748b"
@@ -68,7 +69,8 @@ def trace(name: str, scope: str, key: str, steps: np.ndarray, values: np.ndarray
     """One curve, bucketed past ``limit`` points."""
     order = np.argsort(steps, kind="stable")
     steps, values = np.asarray(steps, float)[order], np.asarray(values, float)[order]
-    out: dict = {"name": name, "scope": scope, "key": key,
+    steps, values, every = cadence.recorded(steps, values)  # nan between recorded steps: not drawn
+    out: dict = {"name": name, "scope": scope, "key": key, "every": every,
                  "nan": [int(s) for s in steps[np.isnan(values)]],
                  "inf": [int(s) for s in steps[np.isinf(values)]]}
     if not downsample.needs_bucketing(len(steps), limit):

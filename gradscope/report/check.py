@@ -8,7 +8,8 @@ Semantics of a metric rule ``family.name[selector].aggregation OP number``:
 - Each selected key is aggregated over its steps (in step order) and compared on its
   own; the rule passes when every key passes, and reports the failing key (or, when
   all pass, the key nearest the threshold).
-- last / first take the value as recorded: a NaN there fails the comparison. min, max,
+- Steps between recorded ones (``record --every N``: nan off the cadence, see cadence.py)
+  are left out; last / first take the value as recorded: a NaN there fails the comparison. min, max,
   mean, median, p95 skip NaN (non-finite values are caught by ``stability.nonfinite``);
   count is the number of non-NaN values; any / all apply the comparison to each value
   and pass when one / every value satisfies it (the value shown is how many did).
@@ -28,6 +29,8 @@ The states that are not levels (gradscope.analysis.types):
 - A family with no data (not recorded, profile, too few epochs): a verdict rule on it is
   skipped with the reason; ``verdict.*`` judges the families that have data (skipped when
   none has). A metric rule on it has no rows: "missing", as above.
+- A metric (or a selected key) with no value on any step was never computed: it is left
+  out, and a rule with only such keys is skipped, never failed (``count`` still counts 0).
 - A metric that needs more history than the run has (thresholds.HISTORY, e.g. spike
   z-scores need 11 steps) and has no value: the rule is skipped with that reason.
 
@@ -41,7 +44,6 @@ import fnmatch
 import json
 import math
 import operator
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -55,18 +57,19 @@ from rich.table import Table
 from rich.text import Text
 
 from gradscope.analysis.engine import Analysis
-from gradscope.analysis.thresholds import GATES, HISTORY
+from gradscope.analysis.names import METRICS
+from gradscope.analysis.thresholds import HISTORY
 from gradscope.analysis.types import FAILED, LEVELS, NO_DATA
 from gradscope.errors import GradscopeError
+from gradscope.report import cadence
 from gradscope.report.rules import Rule, parse_rule
-from gradscope.report.sections import CURVES, HIDDEN, SCOPE_TABLES
+from gradscope.report.sections import HIDDEN
 
 Status = Literal["pass", "fail", "missing", "skipped"]
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
-_GATE_NAME = re.compile(r"(\w+)\.(\w+)")
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "missing": "bold magenta", "skipped": "dim"}
 
 
@@ -104,6 +107,8 @@ def load_config(path: Path) -> list[Rule]:
         unknown = set(entry) - {"metric", "why", "optional"}
         if unknown or not isinstance(entry.get("metric"), str):
             problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else "needs metric = \"...\""
+            if unknown & {"rule", "rules", "name", "expr", "expression", "check"}:
+                problem += " (the rule text goes in metric = \"...\")"
             raise GradscopeError(f"{path}: rule #{number} {problem}")
         if not isinstance(entry.get("optional", False), bool) or not isinstance(entry.get("why", ""), str):
             # optional = "no" would be truthy and skip a required gate
@@ -159,14 +164,24 @@ def _judge_key(rule: Rule, values: np.ndarray) -> tuple[bool, float, str]:
 
 def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
     rows = selected(rule, metrics)
+    unmatched = _no_key_matched(rule, metrics) if rows.empty else ""
+    if unmatched:
+        return Outcome(rule, "missing", note=unmatched)
     if rows.empty:
         has = sorted(set(metrics.loc[metrics["family"] == rule.family, "name"].astype(str)) - HIDDEN)
         listed = f"; {rule.family} has {', '.join(has[:8])}{', ...' if len(has) > 8 else ''}" if has else ""
         return Outcome(rule, "missing", note=f"no values for {rule.family}.{rule.name} in this run{listed}")
-    judged = {
-        _label(str(scope), str(key)): _judge_key(rule, block.sort_values("step")["value"].to_numpy(float))
-        for (scope, key), block in rows.groupby(["scope", "key"], sort=True)
-    }
+    series = {}
+    for (scope, key), block in rows.groupby(["scope", "key"], sort=True):
+        block = block.sort_values("step")
+        _, values, _ = cadence.recorded(block["step"].to_numpy(), block["value"].to_numpy(float))
+        series[_label(str(scope), str(key))] = values
+    if rule.aggregation != "count":  # a key never computed (nan on every step) is no data, not a fail
+        series = {k: v for k, v in series.items() if not np.isnan(v).all()}
+    if not series:
+        return Outcome(rule, "skipped", note=f"{rule.family}.{rule.name} was never computed in this run "
+                       "(no value on any step): nothing to judge")
+    judged = {k: _judge_key(rule, v) for k, v in series.items()}
     failed = [(k, j) for k, j in judged.items() if not j[0]]
     if failed:
         key, (_, value, shown) = failed[0]
@@ -175,6 +190,22 @@ def evaluate_metric(rule: Rule, metrics: pd.DataFrame) -> Outcome:
     key, (_, value, shown) = min(judged.items(), key=lambda kv: _distance(kv[1][1], rule.threshold))
     note = f"all {len(judged)} keys pass" if len(judged) > 1 else ""
     return Outcome(rule, "pass", value, shown, key, note)
+
+
+def _no_key_matched(rule: Rule, metrics: pd.DataFrame) -> str:
+    """When the run has the metric but the selector matched none of its keys: which
+    pattern matched nothing, and a few of the keys there are ("" otherwise)."""
+    rows = metrics[(metrics["family"] == rule.family) & (metrics["name"] == rule.name)
+                   & (metrics["scope"] != "model")]
+    if not rule.selectors or rows.empty:
+        return ""
+    scopes = {item.scope for item in rule.selectors} - {None}
+    pool = rows[rows["scope"].isin(scopes)] if scopes else rows
+    what = " or ".join(sorted(scopes)) if scopes else "key"
+    keys = list(dict.fromkeys(str(k) for k in (pool if not pool.empty else rows)["key"]))
+    patterns = " or ".join(repr(item.pattern) for item in rule.selectors)
+    listed = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+    return f"no {what} matched {patterns} for {rule.family}.{rule.name}; there are {listed}"
 
 
 def _label(scope: str, key: str) -> str:
@@ -244,31 +275,27 @@ def _all_nan(rule: Rule, metrics: pd.DataFrame) -> bool:
 
 
 def known_names(family: str, metrics: pd.DataFrame) -> set[str]:
-    """Metric names of ``family``: those in this run, those the report and the shipped
-    configs use (a name may be known yet absent from a run that did not record it)."""
-    names = set(metrics.loc[metrics["family"] == family, "name"].astype(str))
-    names |= set(CURVES.get(family, ())) | HIDDEN
-    for (table_family, _), spec in SCOPE_TABLES.items():
-        if table_family == family:
-            names |= {spec.primary, *spec.others}
-    for gates in GATES.values():
-        names |= {m.group(2) for m in map(_GATE_NAME.match, gates) if m and m.group(1) == family}
-    return names
+    """Metric names of ``family``: every name the analysis can produce (analysis/names.py),
+    and any this run's table holds (a metric newer than the list is still accepted)."""
+    return set(METRICS.get(family, ())) | set(metrics.loc[metrics["family"] == family, "name"].astype(str))
 
 
 def unknown_metric(rule: Rule, metrics: pd.DataFrame) -> str:
-    """'' for a known metric; else a one-line error, with a "did you mean" when one is
-    close (difflib), for a typo (``noise.bsimple``) is bad input, optional rule or not."""
+    """'' for a metric gradscope can produce; else a one-line error, with a "did you mean"
+    when one is close (difflib): bad input (exit 2) whether the rule is optional or not,
+    for ``--allow-missing`` / ``optional`` excuse a metric the run lacks, not a wrong name."""
     if rule.is_verdict:
         return ""
     names = known_names(rule.family, metrics)
     if rule.name in names:
         return ""
-    close = difflib.get_close_matches(rule.name, sorted(names), n=3, cutoff=0.75)
-    if not close:
-        return ""  # not a near miss: "missing" below says the run lacks it
-    guesses = " or ".join(f"{rule.family}.{name}" for name in close)
-    return f"rule {rule.text!r}: unknown metric {rule.family}.{rule.name} (did you mean {guesses}?)"
+    close = (difflib.get_close_matches(rule.name, sorted(names), n=3, cutoff=0.75)
+             or difflib.get_close_matches(rule.name, sorted(names), n=1, cutoff=0.6))
+    if close:
+        hint = "did you mean " + " or ".join(f"{rule.family}.{name}" for name in close) + "?"
+    else:
+        hint = f"{rule.family} has " + ", ".join(sorted(names - HIDDEN))
+    return f"rule {rule.text!r}: unknown metric {rule.family}.{rule.name} ({hint})"
 
 
 def run_checks(rules: Sequence[Rule], analysis: Analysis, allow_missing: bool = False) -> list[Outcome]:
@@ -293,8 +320,9 @@ def exit_code(outcomes: Sequence[Outcome]) -> int:
 def missing_message(outcomes: Sequence[Outcome]) -> str:
     missing = [o for o in outcomes if o.status == "missing"]
     first = missing[0]
+    why = "check the selector" if " matched " in first.note else "the run did not record it"
     return (f"{len(missing)} rule(s) cannot be evaluated, e.g. {first.rule.text!r}: {first.note} "
-            "(the run did not record it; mark the rule optional = true or pass --allow-missing)")
+            f"({why}; mark the rule optional = true or pass --allow-missing)")
 
 
 def outcome_table(outcomes: Sequence[Outcome], run: str) -> RenderableType:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -96,7 +97,8 @@ def metrics_sections(compared: Sequence[Compared], width: int) -> list[Renderabl
     titles = {"last": "metrics: last value (model scope)", "mean": "metrics: mean over recorded steps"}
     return [folded_table(titles[stat], "metric", names,
                          run_columns(compared, lambda i, s=stat: frame[(s, i)],
-                                     lambda i, s=stat: frame[(f"delta_{s}", i)]), width, keep=1)
+                                     lambda i, s=stat: frame[(f"delta_{s}", i)]), width, keep=1,
+                         whole_names=True)
             for stat in ("last", "mean")]
 
 
@@ -106,13 +108,16 @@ def layer_sections(compared: Sequence[Compared], width: int) -> list[RenderableT
     sections = []
     analyses = [c.analysis for c in compared]
     for family, name in LAYER_METRICS:
-        detail = layer_detail(analyses, family, name, MAX_LAYERS)
+        detail = layer_detail(analyses, family, name, sys.maxsize)
         if detail.empty:
             continue
+        more = len(detail) - MAX_LAYERS
+        detail = detail.iloc[:MAX_LAYERS]
         columns = run_columns(compared, lambda i, d=detail: d[i], lambda i, d=detail: d[f"delta_{i}"])
         title = f"{family}.{name} per layer (mean over steps; most changed first)"
+        caption = f"… {more} more layers (the {MAX_LAYERS} that moved most are shown)" if more > 0 else ""
         sections.append(folded_table(title, "layer", [str(k) or "(root)" for k in detail.index], columns,
-                                     width, keep=1))
+                                     width, keep=1, caption=caption))
     return sections
 
 

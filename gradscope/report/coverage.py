@@ -9,7 +9,7 @@ whatever its ``covered`` flag says. Older runs (v1) have only ``covered`` and ``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -55,9 +55,30 @@ def entry_coverage(entry: Mapping[str, Any]) -> LayerCoverage:
     return LayerCoverage(name, kind, numel, method, covered, note)
 
 
+NO_METHOD = ("", "none")
+
+
 def layer_coverage(meta: Mapping[str, Any]) -> list[LayerCoverage]:
-    entries = meta.get("layers") or []
-    return [entry_coverage(e) for e in entries if isinstance(e, Mapping)]
+    """Every layer entry; a covered layer without a method of its own (an
+    nn.MultiheadAttention's ``out_proj``, whose weight the parent uses functionally and
+    whose per-sample rows the parent's method writes) gets its nearest ancestor's method,
+    "fallback (via attn)", so the report and ``record``'s summary count it as covered."""
+    layers = [entry_coverage(e) for e in meta.get("layers") or [] if isinstance(e, Mapping)]
+    methods = {layer.name: layer.method for layer in layers if layer.method not in NO_METHOD}
+    out = []
+    for layer in layers:
+        parent = _ancestor(layer.name, methods) if layer.covered and layer.method in NO_METHOD else None
+        out.append(replace(layer, method=f"{methods[parent]} (via {parent})") if parent else layer)
+    return out
+
+
+def _ancestor(name: str, methods: Mapping[str, str]) -> str | None:
+    parts = name.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in methods:
+            return candidate
+    return None
 
 
 def coverage_by_method(layers: list[LayerCoverage]) -> dict[str, float]:
@@ -65,6 +86,8 @@ def coverage_by_method(layers: list[LayerCoverage]) -> dict[str, float]:
     total = sum(layer.numel for layer in layers) or 1
     shares: dict[str, float] = {}
     for layer in layers:
-        method = layer.method if layer.covered else "none"
+        method = layer.method.split(" (via ")[0] if layer.covered else "none"
+        if layer.covered and method in NO_METHOD:
+            method = "covered, no method named"
         shares[method] = shares.get(method, 0.0) + layer.numel / total
     return dict(sorted(shares.items()))

@@ -90,6 +90,7 @@ button.log{font:inherit;font-size:11px;font-weight:400;padding:0 8px}
 .tablebox{max-height:420px;overflow:auto;margin:10px 0}
 caption{text-align:left;font-weight:600;padding:4px 0;color:#334155}
 th{cursor:pointer;position:sticky;top:0;background:#f8fafc;white-space:nowrap}
+table[data-table=settings] td{overflow-wrap:anywhere;min-width:80px}
 th[data-dir=up]::after{content:" ▲"}th[data-dir=down]::after{content:" ▼"}
 """
 

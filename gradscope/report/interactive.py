@@ -25,13 +25,17 @@ from gradscope.store.reader import Run
 
 TRAINING = ("stability.loss", "stability.grad_norm")  # shown first, next to the learning rate
 LOG_BUTTON = '<button class="log" type="button">log</button>'
-DEFAULT_LAYERS = 6  # layers drawn before the reader picks others
+DEFAULT_LAYERS = 6  # layers drawn before the reader picks others: the largest (top_layers)
+RANKED_BY = ("update_ratio", "grad_norm")
 
 
 def figure(chart: dict, index: int) -> str:
     """The frame the page's script draws a chart into, with its log / linear button and
     a note of the steps whose values were not finite (drawn as gaps)."""
     note = ""
+    every = max((t.get("every", 1) for t in chart["traces"]), default=1)
+    if every > 1:
+        note += f'<p class="nan">recorded every {every} steps (the steps between have no value)</p>'
     for kind, css, text in (("inf", "bad", "inf (not drawn) at"), ("nan", "nan", "no value (nan) at")):
         steps = sorted({s for t in chart["traces"] for s in t[kind]})
         if steps:
@@ -50,12 +54,28 @@ def chart_grid(items: list[tuple[dict, int]]) -> str:
     return '<div class="grid">' + "".join(figure(c, i) for c, i in items) + "</div>"
 
 
-def payload(all_charts: list[dict], layer_names: list[str]) -> str:
-    """The JSON block the page's script reads, safe inside <script>."""
+def top_layers(metrics: pd.DataFrame, names: list[str], count: int = DEFAULT_LAYERS) -> list[str]:
+    """The layers drawn before the reader picks others: the ``count`` with the largest mean
+    update / weight ratio (else gradient norm), in model order; the first ones when neither
+    was measured."""
+    for metric in RANKED_BY:
+        rows = metrics[(metrics["family"] == "stability") & (metrics["name"] == metric)
+                       & (metrics["scope"] == "layer") & metrics["key"].isin(names)]
+        means = rows.groupby("key")["value"].mean().dropna()
+        if len(means):
+            chosen = set(means.sort_values(ascending=False, kind="stable").index[:count])
+            return [n for n in names if n in chosen]
+    return names[:count]
+
+
+def payload(all_charts: list[dict], layer_names: list[str], shown: list[str] | None = None) -> str:
+    """The JSON block the page's script reads, safe inside <script>; ``shown``: the layers
+    drawn at first (default: the first DEFAULT_LAYERS)."""
     steps = [x for c in all_charts if c["kind"] in ("line", "heatmap")
              for t in c["traces"] + ([c] if c["kind"] == "heatmap" else [])
              for x in (t["x"][:1] + t.get("x1", t["x"])[-1:])]
-    data = {"charts": all_charts, "layers": layer_names, "defaultLayers": layer_names[:DEFAULT_LAYERS],
+    first = layer_names[:DEFAULT_LAYERS] if shown is None else shown
+    data = {"charts": all_charts, "layers": layer_names, "defaultLayers": first,
             "steps": [min(steps), max(steps)] if steps else [0, 1]}
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -175,7 +195,7 @@ def render_interactive(run: Run, analysis: Analysis, header: str) -> str:
     top = header + verdict_cards(analysis.verdicts, linked)
     footer = f"gradscope {esc(run.meta.get('gradscope_version', ''))} · {esc(run.path)}"
     return page(f"gradscope: {run.name}", top, body, footer, toolbar=TOOLBAR,
-                scripts=script_tags(payload(all_charts, names)))
+                scripts=script_tags(payload(all_charts, names, top_layers(analysis.metrics, names))))
 
 
 def layer_names_all(run: Run) -> list[str]:

@@ -9,6 +9,7 @@ and columns that do not fit move to a continuation table under the same row name
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,44 @@ def abbreviate(text: str, width: int) -> str:
         return text[:width]
     head = (width - 1) // 3
     return text[:head] + ELLIPSIS + text[len(text) - (width - 1 - head):]
+
+
+def _shorten(parts: list[str], counts: Counter[tuple[int, str]], width: int) -> str:
+    """Drop dotted parts of one name until it fits: the parts most names share first (the
+    longest of them first), then the first part, then parts with digits (a layer index),
+    the parts only this name has last, the last part never; each run of dropped parts is one ellipsis."""
+    drop: set[int] = set()
+    order = sorted(range(len(parts) - 1),
+                   key=lambda i: (counts[i, parts[i]] == 1, any(c.isdigit() for c in parts[i]), i == 0,
+                                  -counts[i, parts[i]], -len(parts[i])))
+    text = ".".join(parts)
+    for index in order:
+        if len(text) <= width:
+            break
+        drop.add(index)
+        text, gap = "", False
+        for i, part in enumerate(parts):
+            if i in drop:
+                text, gap = (text if gap else text + ELLIPSIS), True
+                continue
+            text += part if gap or not text else "." + part
+            gap = False
+    return abbreviate(text, width)
+
+
+def abbreviate_all(names: Sequence[str], width: int) -> list[str]:
+    """Each of ``names`` in at most ``width`` characters and all still distinct: dotted
+    parts shared by many names go first (``model.…0.q_proj``, not twelve identical
+    ``model.deco…q_proj``); names that would still collide get more room, up to whole."""
+    split = [n.split(".") for n in names]
+    counts: Counter[tuple[int, str]] = Counter((i, p) for parts in split for i, p in enumerate(parts))
+    out = [_shorten(parts, counts, width) for parts in split]
+    room = width
+    while len(set(out)) < len(set(names)) and room < max(map(len, names), default=0):
+        room += 2
+        seen = Counter(out)
+        out = [_shorten(p, counts, room) if seen[o] > 1 else o for p, o in zip(split, out)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,13 +110,18 @@ def _chunks(columns: Sequence[Column], room: int, keep: int) -> list[list[Column
 
 
 def folded_table(title: str, name_header: str, names: Sequence[str], columns: Sequence[Column],
-                 width: int, keep: int = 0, caption: str = "") -> RenderableType:
+                 width: int, keep: int = 0, caption: str = "", whole_names: bool = False) -> RenderableType:
     """A table of ``names`` by ``columns`` in ``width`` characters: the name column gets
     what the values leave, and at least MIN_NAME or 2/5 of the width (names abbreviated
-    beyond that); value columns that do not fit continue in further tables below."""
+    beyond that, unless ``whole_names``: metric names, which a reader types into rules);
+    value columns that do not fit continue in further tables below."""
     longest = max([len(name_header), *(len(n) for n in names)])
     values = sum(cost(c) for c in columns)
     name_width = min(longest, max(MIN_NAME, width - values, width * 2 // 5))  # folding: names keep 2/5
+    if whole_names:
+        name_width = min(longest, max(name_width, width - min((cost(c) for c in columns), default=0)))
+    short = abbreviate_all(names, name_width)
+    name_width = max([name_width, *map(len, short)])  # names that only differ deep inside keep more
     tables: list[RenderableType] = []
     for index, group in enumerate(_chunks(columns, width - name_width, keep)):
         suffix = "" if index == 0 else " (continued)"
@@ -87,8 +131,8 @@ def folded_table(title: str, name_header: str, names: Sequence[str], columns: Se
         table.add_column(abbreviate(name_header, name_width), no_wrap=True, min_width=name_width)
         for column in group:
             table.add_column(column.header, justify=column.justify, no_wrap=True)  # type: ignore[arg-type]
-        for row, name in enumerate(names):
-            table.add_row(Text(abbreviate(name, name_width)), *(c.cells[row] for c in group))
+        for row, name in enumerate(short):
+            table.add_row(Text(name), *(c.cells[row] for c in group))
         tables.append(table)
     if caption:
         tables.append(Text(caption, style="dim"))

@@ -95,11 +95,6 @@ def series(metrics: pd.DataFrame, family: str, name: str, scope: str = "model") 
     return rows[rows["step"] >= 0].sort_values("step")[["step", "key", "value"]]
 
 
-def line_plot(lines: Mapping[str, pd.DataFrame], title: str, **options: object) -> str | None:
-    """``line_figure`` as an inline PNG data URI (None when there is nothing to draw)."""
-    return to_uri(line_figure(lines, title, **options))  # type: ignore[arg-type]
-
-
 def line_figure(
     lines: Mapping[str, pd.DataFrame],
     title: str,

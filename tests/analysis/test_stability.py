@@ -124,3 +124,16 @@ def test_one_step_is_too_few_but_a_non_finite_one_still_alerts() -> None:
     assert (verdict.level, verdict.reason) == ("no data", "too few steps")
     steps.loc[0, "loss"] = np.inf
     assert stability.stability_verdict(stability.stability_metrics(steps, None)).level == "alert"
+
+
+def test_spike_scores_skip_the_steps_a_cadence_did_not_record():
+    """--every 5: grad_norm is NaN between recorded steps; the spike at a recorded step still scores."""
+    rng = np.random.default_rng(0)
+    dense = pd.Series(np.exp(rng.normal(0.0, 0.1, 40)))
+    dense.iloc[-1] = 50.0
+    sparse = pd.Series(np.nan, index=range(200))
+    sparse.iloc[::5] = dense.to_numpy()
+    z_sparse = stability.robust_z(sparse, log=True)
+    z_dense = stability.robust_z(dense, log=True)
+    assert np.allclose(z_sparse.iloc[::5].to_numpy(), z_dense.to_numpy(), equal_nan=True)
+    assert z_sparse.iloc[195] > 20 and z_sparse.iloc[1:5].isna().all()

@@ -72,6 +72,41 @@ def test_parquet_refuses_a_terminal(synthetic_run: Path) -> None:
     assert done.returncode == 2 and "binary" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("out", [["--out", "-"], ["--out", "/dev/stdout"]])
+def test_parquet_out_dash_or_dev_stdout_refuses_a_terminal(synthetic_run: Path, tmp_path: Path,
+                                                          out: list[str]) -> None:
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "gradscope", "metrics", str(synthetic_run), "--format",
+                               "parquet", *out], env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=terminal,
+                              stderr=subprocess.PIPE, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert done.returncode == 2 and "binary" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "-").exists()
+
+
+def test_parquet_out_dash_is_stdout(synthetic_run: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "gradscope", "metrics", str(synthetic_run), "--format",
+                           "parquet", "--out", "-"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout[:4] == b"PAR1" and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("command", ["", "record", "report", "metrics", "check", "compare", "demo", "export"])
+def test_dash_h_is_help(command: str) -> None:
+    code, out, _ = run_main([command, "-h"] if command else ["-h"])
+    assert code == 0 and "Usage:" in out and "-h, --help" in out
+
+
+def test_config_key_rule_names_metric(tmp_path: Path) -> None:
+    config = tmp_path / "gates.toml"
+    config.write_text("[[rule]]\nrule = 'noise.b_simple < 4096'\n")
+    code, _, err = run_main(["check", "x", "--config", str(config)])
+    assert code == 2 and "unknown key 'rule'" in err and 'goes in metric = "..."' in err
+
+
 def test_typo_in_a_rule_is_an_unknown_metric(synthetic_run: Path, tmp_path: Path) -> None:
     code, _, err = run_main(["check", str(synthetic_run), "-r", "noise.bsimple.last < 4096"])
     assert code == 2 and "unknown metric noise.bsimple (did you mean noise.b_simple?)" in err
@@ -107,3 +142,15 @@ def test_record_ends_with_one_summary_line(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last == ("gradscope: run run: 5 steps, per-sample coverage 100% of parameters, 0 warnings "
                     "(gradscope report run)")
+
+
+@pytest.mark.slow
+def test_record_summary_counts_the_warning_it_printed_and_names_the_exit_code(tmp_path: Path) -> None:
+    """A script with no backward that exits 3: the warning just shown is counted."""
+    script = tmp_path / "infer.py"
+    script.write_text("import sys, torch\nmodel = torch.nn.Linear(2, 1)\n"
+                      "print(model(torch.randn(3, 2)).sum().item())\nsys.exit(3)\n")
+    done = gradscope("record", "--out", "run", "--", sys.executable, str(script), cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3 and any("warning: nothing was recorded" in line for line in lines)
+    assert "1 warning," in lines[-1] and "the script exited with code 3" in lines[-1]

@@ -103,7 +103,7 @@ def test_rules_against_synthetic_run(synthetic_run: Path) -> None:
         "stability.loss.count == 24": "pass",
         "verdict.conflict == alert": "pass",
         "verdict.* <= warn": "fail",
-        "noise.no_such_metric < 1": "missing",
+        "noise.b_simple_ddp < 1": "missing",  # a real metric this (single-process) run lacks
     }
     outcomes = run_checks([parse_rule(t) for t in texts], analysis)
     assert {o.rule.text: o.status for o in outcomes} == texts
@@ -170,3 +170,29 @@ def test_config_errors(tmp_path: Path) -> None:
     bad.write_text("[[rules]]\nmetric = 'noise.b_simple < 1'\n")
     with pytest.raises(GradscopeError, match="unknown key 'rules'"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("extra", [[], ["--allow-missing"]])
+def test_invented_metric_is_exit_2_even_when_allowed_missing(synthetic_run: Path, extra: list[str]) -> None:
+    code, out, err = run_main(["check", str(synthetic_run), "--rule", "noise.foo.last < 1", *extra])
+    assert code == 2 and "unknown metric noise.foo" in err and "noise has b_simple" in err
+    code, _, err = run_main(["check", str(synthetic_run), "--rule", "noise.b_simpel < 1", *extra])
+    assert code == 2 and "did you mean noise.b_simple" in err
+
+
+def test_invented_metric_in_an_optional_config_rule_is_exit_2(synthetic_run: Path, tmp_path: Path) -> None:
+    config = tmp_path / "gates.toml"
+    config.write_text('[[rule]]\nmetric = "conflict.cosine.min > -0.5"\noptional = true\n')
+    code, _, err = run_main(["check", str(synthetic_run), "--config", str(config)])
+    assert code == 2 and "unknown metric conflict.cosine" in err and "did you mean conflict.cos" in err
+    config.write_text('[[rule]]\nmetric = "conflict.sample_cos.min > -0.5"\noptional = true\n')
+    code, _, _ = run_main(["check", str(synthetic_run), "--config", str(config)])
+    assert code in (0, 1)  # a real metric, recorded or skipped as missing
+
+
+def test_selector_matching_no_layer_names_the_pattern_and_the_layers(synthetic_run: Path) -> None:
+    code, out, err = run_main(["check", str(synthetic_run), "--rule",
+                               "stability.grad_norm[layer=transformer.h.9*].max < 10"])
+    text = " ".join((out + err).split())
+    assert code == 2 and "no layer matched 'transformer.h.9*'" in text and "fc1" in text
+    assert "stability has" not in text

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from gradscope.analysis.run import analyze_run
 from gradscope.cli import app
 from gradscope.report.compare import layer_detail, metric_table, settings_diff, verdict_change, verdict_levels
 from gradscope.store.reader import open_run
-from tests.report.conftest import REPO, make_run
+from tests.report.conftest import GRADSCOPE, REPO, make_run
 from tests.report.test_check import run_main
 
 runner = CliRunner()
@@ -86,23 +87,45 @@ def test_one_run_is_a_usage_error(synthetic_run: Path) -> None:
     assert "at least two runs" in done.stderr
 
 
-def test_cli_compare_with_html(synthetic_run: Path, calm_run: Path, tmp_path: Path) -> None:
+def test_cli_compare_with_html(synthetic_run: Path, tmp_path: Path) -> None:
+    """The interactive dashboard, not images: a chart per model-scope metric with a line
+    per run, a learning-rate chart per run, the settings table in its own section."""
     page = tmp_path / "compare.html"
+    calm_run = make_run(tmp_path / "calm", task_cos=0.5, spike_at=None, seed=1, lr=0.5)
     result = runner.invoke(app, ["compare", str(synthetic_run), str(calm_run), "--html", str(page),
                                  "--no-color"])
     assert result.exit_code == 0, result.output
     assert "better" in result.output and "m_coherence" in result.output
-    images = []
-
-    class Images(HTMLParser):
-        def handle_starttag(self, tag: str, attrs: list) -> None:
-            if tag == "img":
-                images.append(dict(attrs)["src"])
-
-    Images().feed(page.read_text())
-    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    text = page.read_text()
+    assert "<img" not in text and "Plotly" in text
+    data = json.loads(re.search(r'id="gs-data">(.*?)</script>', text, re.S).group(1))
+    by_title = {c["title"]: c for c in data["charts"]}
+    loss = by_title["stability.loss"]
+    assert [t["name"] for t in loss["traces"]] == ["A synthetic", "B calm"]
+    metrics = analyze_run(open_run(calm_run)).metrics
+    rows = metrics[(metrics["name"] == "loss") & (metrics["scope"] == "model") & (metrics["step"] >= 0)]
+    assert loss["traces"][1]["y"] == [float(f"{v:.7g}") for v in rows.sort_values("step")["value"]]
+    lrs = [c for c in data["charts"] if c["metric"] == "optimizer.lr"]
+    assert [c["title"] for c in lrs] == ["learning rate · A synthetic", "learning rate · B calm"]
+    assert lrs[0]["traces"][0]["name"] == "group 0"
+    assert len({c["id"] for c in data["charts"]}) == len(data["charts"])
+    assert all(f'id="{c["id"]}"' in text for c in data["charts"])
+    settings = text.split('id="settings"')[1].split("</section>")[0]
+    assert 'data-table="settings"' in settings and "lr" in settings
 
 
 def test_compare_with_minimal_run(synthetic_run: Path, minimal_run: Path) -> None:
     result = runner.invoke(app, ["compare", str(minimal_run), str(synthetic_run)])
     assert result.exit_code == 0, result.output
+
+
+def test_compare_says_how_many_layers_it_left_out(tmp_path: Path) -> None:
+    """Ten layers: the per-layer tables show eight and say "… 2 more"; metric names stay whole."""
+    layers = tuple(f"encoder.layers.{i}.fc" for i in range(10))
+    a = make_run(tmp_path / "a", layers=layers, tasks=(), with_samples=False)
+    b = make_run(tmp_path / "b", layers=layers, tasks=(), with_samples=False, seed=3, lr=0.01)
+    done = subprocess.run([str(GRADSCOPE), "compare", str(a), str(b), "--width", "80"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "… 2 more layers" in done.stdout
+    assert "stability.init_distance_log_slope" in done.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -254,3 +255,21 @@ def test_a_learning_rate_burst_is_charted_and_tabled() -> None:
     rows = {(g, n): rest for g, n, *rest in hparams.summary(everything)}
     assert rows[("group 0", "lr")] == ["0.003", "0.003", "steps 160, 162", 2]
     assert rows[("group 0", "foreach")][:2] == ["null", "null"]
+
+
+def test_layer_picker_starts_with_the_largest_layers(tmp_path: Path) -> None:
+    """Eight layers, three with large updates: those are drawn first, not the first six."""
+    from gradscope.report.interactive import top_layers
+
+    names = [f"blocks.{i}.fc" for i in range(8)]
+    ratio = {name: (1e-1 if i in (2, 5, 7) else 1e-4) for i, name in enumerate(names)}
+    metrics = pd.DataFrame({"family": "stability", "name": "update_ratio", "scope": "layer",
+                            "key": names, "step": 0, "value": [ratio[n] for n in names]})
+    assert top_layers(metrics, names, 3) == ["blocks.2.fc", "blocks.5.fc", "blocks.7.fc"]
+    assert top_layers(metrics.iloc[:0], names, 2) == names[:2]
+    run = make_run(tmp_path / "run", layers=tuple(names), tasks=(), with_samples=False, spike_at=None)
+    page = tmp_path / "r.html"
+    assert subprocess.run([str(GRADSCOPE), "report", str(run), "--html", str(page)], cwd=REPO,
+                          capture_output=True, timeout=300).returncode == 0
+    data = json.loads(re.search(r'id="gs-data">(.*?)</script>', page.read_text(), re.S).group(1))
+    assert len(data["defaultLayers"]) == 6 and set(data["defaultLayers"]) <= set(names)

@@ -10,6 +10,7 @@ regenerate the goldens and review the diff:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,22 @@ def test_compare_fits_and_matches_golden(runs: Path, width: int) -> None:
     lines = done.stdout.splitlines()
     assert max(len(line) for line in lines) <= width
     check_golden(f"compare-{width}.txt", done.stdout)
+
+
+CUT_NUMBER = re.compile(r"\d…|…\d|\d\.\.\.")
+
+
+@pytest.mark.parametrize("width", [60, 66])
+def test_narrowest_widths_keep_numbers_whole(runs: Path, width: int) -> None:
+    """At the narrowest accepted width no number loses digits (README: "never cut")."""
+    for args in (["report", "base"], ["compare", "base", "calm", "fast"]):
+        done = gradscope([*args, "--width", str(width), "--no-color"], runs)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert not [line for line in lines if CUT_NUMBER.search(line)], args
+
+
+def test_narrower_than_60_is_refused(runs: Path) -> None:
+    done = gradscope(["report", "base", "--width", "59"], runs)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -42,7 +42,10 @@ class Resolution:
 
 def call_batch(name: str, module: nn.Module, args: tuple, kwargs: dict, batch_dim: int) -> CallBatch | None:
     """The call's batch, or None when its first tensor input has no batch dim."""
-    tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
+    if not kwargs and all(isinstance(a, Tensor) for a in args):  # the common call: no pytree walk
+        tensors = list(args)
+    else:
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
     if not tensors:
         return None
     main = tensors[0]

@@ -214,15 +214,20 @@ def _factored_weight_dot(weight2d: Tensor, c: Factored) -> Tensor:
 
 
 def _factored_sketch(c: Factored, p_out: Tensor, p_in: Tensor) -> Tensor:
-    """(P_out L_i^T)(R_i P_in^T) summed over groups and tokens: [B, k*k]."""
-    right = torch.einsum("lq,bgtq->bgtl", p_in, c.right)
+    """(P_out L_i^T)(R_i P_in^T) summed over groups and tokens: [B, k*k].
+
+    Each projection multiplies the factor's transpose (p @ X^T, [B, G, k, T]): X often
+    arrives transposed (the logits gradient of a [B, C, T] loss, conv patches), so X^T is
+    the contiguous one; einsum copied such an X first (7x slower on the GPT's head).
+    """
+    right = torch.matmul(p_in, c.right.transpose(-1, -2))  # (B, G, l, T)
     if c.is_index:
         ids, valid = _ids(c.left)
-        left = p_out.t()[ids] * valid[..., None]  # (B, 1, T, k)
+        left = (p_out.t()[ids] * valid[..., None]).transpose(-1, -2)  # (B, 1, k, T)
     else:
-        p_blocks = p_out.reshape(p_out.shape[0], c.groups, -1)  # (k, G, P/G)
-        left = torch.einsum("kgp,bgtp->bgtk", p_blocks, c.left)
-    return torch.einsum("bgtk,bgtl->bkl", left, right).flatten(1)
+        p_blocks = p_out.reshape(p_out.shape[0], c.groups, -1).transpose(0, 1)  # (G, k, P/G)
+        left = torch.matmul(p_blocks, c.left.transpose(-1, -2))  # (B, G, k, T)
+    return torch.matmul(left, right.transpose(-1, -2)).sum(1).flatten(1)  # (B, k*l)
 
 
 def _dense_stats(
