@@ -15,7 +15,7 @@ METRICS: dict[str, frozenset[str]] = {
     }),
     "coherence": frozenset({
         "alpha", "alpha_unbiased", "gradient_diversity", "m_coherence", "masked_nonfinite",
-        "micro_distance", "stiffness_cos", "stiffness_sign", "grad_autocorr",
+        "micro_distance", "stiffness_cos", "stiffness_sign", "grad_autocorr", "grad_autocorr_se",
     }),
     "alignment": frozenset({
         "early_stop_epoch", "epoch_score", "gwa", "gwa_head", "gwa_head_all_params", "misaligned",
