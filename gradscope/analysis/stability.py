@@ -9,6 +9,10 @@ recorded; the sign-flip rate of consecutive loss deltas stands in for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -28,7 +32,7 @@ from gradscope.analysis.thresholds import (
 from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_STEPS, Level, Verdict, no_data
 
 __all__ = ["EXPLODE", "MIN_HISTORY", "SPIKE_Z", "VANISH", "WINDOW", "robust_z", "stability_metrics",
-           "stability_verdict"]
+           "stability_verdict", "curvature_reason"]
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
 RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
@@ -350,3 +354,19 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
         source=SOURCES.get(name, source),
         details=details,
     )
+
+
+def curvature_reason(verdict: Verdict, meta: Mapping[str, Any]) -> Verdict:
+    """The stability verdict of a run recorded with ``--curvature every=N`` whose recorder said
+    curvature was not measured (no replayable loss) or failed: the summary and the details
+    say so with the recorder's reason; never silence where a measurement was asked for."""
+    config = meta.get("config")
+    if verdict.family != "stability" or not isinstance(config, Mapping) or not config.get("curvature"):
+        return verdict
+    notes = [str(f.get("message", "")) for f in meta.get("failures") or []
+             if isinstance(f, Mapping) and f.get("component") == "curvature"
+             and ("not measured" in str(f.get("message")) or "disabled" in str(f.get("message")))]
+    if not notes:
+        return verdict
+    note = f"curvature was asked for but not measured ({notes[0]})"
+    return replace(verdict, summary=f"{verdict.summary}; {note}", details=(*verdict.details, f"note: {note}"))
