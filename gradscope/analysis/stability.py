@@ -30,6 +30,7 @@ from gradscope.analysis.thresholds import (
     WINDOW,
 )
 from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_STEPS, Level, Verdict, no_data
+from gradscope.analysis.warmup import scored_note, warmup_findings, warmup_rows
 
 __all__ = ["EXPLODE", "MIN_HISTORY", "SPIKE_Z", "VANISH", "WINDOW", "robust_z", "stability_metrics",
            "stability_verdict", "curvature_reason"]
@@ -199,6 +200,7 @@ def stability_metrics(
     ``probes``: the PROBES table (gradscope.analysis.probes)."""
     parts = _step_rows(steps) if has_columns(steps, "step") else []
     parts += clip_rows(steps, robust_z) + tensor_spike_rows(layers)  # pre-clip norms (clipping.py)
+    parts += warmup_rows(steps)  # the steps before robust_z has MIN_HISTORY values (warmup.py)
     per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
     if len(per_layer):
         parts += _layer_rows(per_layer)
@@ -251,6 +253,7 @@ _PRIORITY = (
     "loss_spike_z",
     "grad_norm_preclip_spike_z",
     "grad_norm_spike_z",
+    "grad_norm_warmup_ratio",
     "tensor_spike_ratio",
     "grad_norm_rel",
     "dead",
@@ -282,7 +285,7 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
         if len(spikes):
             steps = tuple(int(s) for s in spikes["step"])
             found.append(("warn", label, name, spikes["value"].max(), SPIKE_Z, steps))
-    found += clip_findings(rows, SPIKE_Z)
+    found += clip_findings(rows, SPIKE_Z) + warmup_findings(rows)
     for name, label in (("dead", "dead layer"), ("frozen", "frozen layer")):
         flagged = _select(rows, name)
         for layer, block in flagged.groupby("key"):
@@ -327,6 +330,8 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     short = ""
     if scalar_steps < MIN_HISTORY + 1:
         short = f" (spike scores need {MIN_HISTORY + 1} steps; {scalar_steps} recorded)"
+    else:
+        short = scored_note(rows)
     found = _findings(rows)
     if not found and max(scalar_steps, layer_steps) < MIN_STEPS:
         why = f"{max(scalar_steps, layer_steps)} step recorded; stability needs {MIN_STEPS} or more"
