@@ -27,7 +27,7 @@ from gradscope.analysis.oscillation import grad_autocorr_rows, update_oscillatio
 from gradscope.analysis.ranks import combine, lowest_rank, ranks_reason
 from gradscope.analysis.samples import SampleSummary, empty_frame, summarize
 from gradscope.analysis.schedule import SCHEDULE_NAMES, schedule_metrics
-from gradscope.analysis.stability import stability_metrics, stability_verdict
+from gradscope.analysis.stability import curvature_reason, stability_metrics, stability_verdict
 from gradscope.analysis.types import (
     CRASHED,
     FAILED,
@@ -235,6 +235,7 @@ def analyze_tables(
         try:
             rows = compute()
             verdict = ranks_reason(_profile_reason(judge(rows), meta), tables.get("steps"), meta)
+            verdict = curvature_reason(verdict, meta)
         except Exception as error:  # noqa: BLE001  (any failure becomes a loud FAILED verdict)
             if _raise_errors(raise_errors):
                 raise

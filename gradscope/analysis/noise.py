@@ -172,7 +172,9 @@ def gsnr_estimates(
     is unbiased for Gaussian per-sample gradients (m > 3; NaN below). The result is the
     mean of r_j over the coordinates whose variance exceeds GSNR_FLOOR times their mean
     square (a relative floor: a noise-free coordinate has no finite GSNR), and its standard
-    error std_j(r_j) / sqrt(k) treats the k coordinates as independent. Shapes: count (G,),
+    error std_j(r_j) / sqrt(k) over the k DISTINCT r_j (``_distinct_se``: proportional
+    sketch coordinates count once); coordinates that are correlated without being
+    proportional still make it an underestimate (docs/metrics.md). Shapes: count (G,),
     total and squares (G, k); returns two (G,) arrays.
     """
     count = np.asarray(count, dtype=np.float64)[:, None]
@@ -185,9 +187,25 @@ def gsnr_estimates(
     ratio = np.where(keep, ratio, np.nan)
     kept = keep.sum(axis=1)
     value = np.where(kept > 0, np.nansum(ratio, axis=1) / np.maximum(kept, 1), np.nan)
-    spread = np.nansum((ratio - value[:, None]) ** 2, axis=1) / np.maximum(kept - 1, 1)
-    error = np.where(kept > 1, np.sqrt(spread / np.maximum(kept, 1)), np.nan)
-    return value, error
+    return value, np.array([_distinct_se(row) for row in ratio])
+
+
+def _distinct_se(ratios: np.ndarray) -> float:
+    """std / sqrt(n) over the DISTINCT r_j of one group (NaN with fewer than two).
+
+    Sketch coordinates that are proportional across samples have the same GSNR (it is
+    scale-free): a k x k Kronecker sketch P_out G_i P_in^T of a one-output layer
+    (Linear(d, 1): G_i = delta_i x_i^T) is (P_out delta_i)(P_in x_i)^T, k copies of the same
+    k coordinates up to scale. Counting them as k^2 independent values understated the
+    step-to-step spread ~3x (k = 8); values equal to 4 significant digits are counted once.
+    """
+    finite = ratios[np.isfinite(ratios)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        digits = np.floor(np.log10(np.abs(finite), where=finite != 0, out=np.zeros_like(finite)))
+    distinct = np.unique(np.round(finite / 10.0**(digits - 3)) * 10.0**(digits - 3))
+    if len(distinct) < 2:
+        return float("nan")
+    return float(np.std(distinct, ddof=1) / np.sqrt(len(distinct)))
 
 
 def gsnr(sketches: np.ndarray) -> float:
@@ -204,14 +222,29 @@ def gsnr(sketches: np.ndarray) -> float:
     return float(gsnr_estimates(*moments)[0][0])
 
 
+def step_spread(frame: pd.DataFrame) -> pd.Series:
+    """Per layer, the step-to-step spread of its gsnr by successive differences (von Neumann):
+    sqrt(mean((g_t - g_{t-1})^2) / 2) over its recorded steps (3 differences or more, else
+    NaN), on each of its rows. Fresh samples each step make it the estimate's noise plus
+    any real change between steps: an upper bound that correlated sketch coordinates
+    cannot shrink (the Gram-free se across coordinates can)."""
+    ordered = frame.sort_values("step")
+    squares = ordered.groupby("layer")["gsnr"].diff() ** 2
+    stats = squares.groupby(ordered["layer"]).agg(["mean", "count"])
+    spread = np.sqrt(stats["mean"] / 2).where(stats["count"] >= 3)
+    return frame["layer"].map(spread).astype(float)
+
+
 def gsnr_rows(sketch_moments: pd.DataFrame) -> pd.DataFrame:
     """noise.gsnr and noise.gsnr_se per (step, layer) from sketch moments
-    (``analysis.sketches``), for every group at once (``gsnr_estimates``)."""
+    (``analysis.sketches``), for every group at once (``gsnr_estimates``). gsnr_se is the
+    larger of the across-coordinate se and the layer's step-to-step spread (``step_spread``)."""
     if not len(sketch_moments):
         return pd.DataFrame(columns=list(ROW_COLUMNS))
     value, error = gsnr_estimates(sketch_moments["count"].to_numpy(np.float64),
                                   np.stack(sketch_moments["sum"]), np.stack(sketch_moments["sumsq"]))
     frame = sketch_moments[["step", "layer"]].assign(gsnr=value, gsnr_se=error)
+    frame["gsnr_se"] = np.fmax(frame["gsnr_se"], step_spread(frame))
     return concat_rows([tidy(frame, name, name, scope="layer", key="layer") for name in ("gsnr", "gsnr_se")])
 
 

@@ -9,6 +9,10 @@ recorded; the sign-flip rate of consecutive loss deltas stands in for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -26,9 +30,10 @@ from gradscope.analysis.thresholds import (
     WINDOW,
 )
 from gradscope.analysis.types import NOT_RECORDED, TOO_FEW_STEPS, Level, Verdict, no_data
+from gradscope.analysis.warmup import scored_note, warmup_findings, warmup_rows
 
 __all__ = ["EXPLODE", "MIN_HISTORY", "SPIKE_Z", "VANISH", "WINDOW", "robust_z", "stability_metrics",
-           "stability_verdict"]
+           "stability_verdict", "curvature_reason"]
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
 RELATIVE_FLOOR = 1e-2  # the spread never counts as below 1% of the median level
@@ -195,6 +200,7 @@ def stability_metrics(
     ``probes``: the PROBES table (gradscope.analysis.probes)."""
     parts = _step_rows(steps) if has_columns(steps, "step") else []
     parts += clip_rows(steps, robust_z) + tensor_spike_rows(layers)  # pre-clip norms (clipping.py)
+    parts += warmup_rows(steps)  # the steps before robust_z has MIN_HISTORY values (warmup.py)
     per_layer = layer_sums(layers) if has_columns(layers, "step", "layer") else pd.DataFrame()
     if len(per_layer):
         parts += _layer_rows(per_layer)
@@ -247,6 +253,7 @@ _PRIORITY = (
     "loss_spike_z",
     "grad_norm_preclip_spike_z",
     "grad_norm_spike_z",
+    "grad_norm_warmup_ratio",
     "tensor_spike_ratio",
     "grad_norm_rel",
     "dead",
@@ -278,7 +285,7 @@ def _findings(rows: pd.DataFrame) -> list[tuple[Level, str, str, float, float, t
         if len(spikes):
             steps = tuple(int(s) for s in spikes["step"])
             found.append(("warn", label, name, spikes["value"].max(), SPIKE_Z, steps))
-    found += clip_findings(rows, SPIKE_Z)
+    found += clip_findings(rows, SPIKE_Z) + warmup_findings(rows)
     for name, label in (("dead", "dead layer"), ("frozen", "frozen layer")):
         flagged = _select(rows, name)
         for layer, block in flagged.groupby("key"):
@@ -323,6 +330,8 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
     short = ""
     if scalar_steps < MIN_HISTORY + 1:
         short = f" (spike scores need {MIN_HISTORY + 1} steps; {scalar_steps} recorded)"
+    else:
+        short = scored_note(rows)
     found = _findings(rows)
     if not found and max(scalar_steps, layer_steps) < MIN_STEPS:
         why = f"{max(scalar_steps, layer_steps)} step recorded; stability needs {MIN_STEPS} or more"
@@ -350,3 +359,19 @@ def stability_verdict(rows: pd.DataFrame) -> Verdict:
         source=SOURCES.get(name, source),
         details=details,
     )
+
+
+def curvature_reason(verdict: Verdict, meta: Mapping[str, Any]) -> Verdict:
+    """The stability verdict of a run recorded with ``--curvature every=N`` whose recorder said
+    curvature was not measured (no replayable loss) or failed: the summary and the details
+    say so with the recorder's reason; never silence where a measurement was asked for."""
+    config = meta.get("config")
+    if verdict.family != "stability" or not isinstance(config, Mapping) or not config.get("curvature"):
+        return verdict
+    notes = [str(f.get("message", "")) for f in meta.get("failures") or []
+             if isinstance(f, Mapping) and f.get("component") == "curvature"
+             and ("not measured" in str(f.get("message")) or "disabled" in str(f.get("message")))]
+    if not notes:
+        return verdict
+    note = f"curvature was asked for but not measured ({notes[0]})"
+    return replace(verdict, summary=f"{verdict.summary}; {note}", details=(*verdict.details, f"note: {note}"))

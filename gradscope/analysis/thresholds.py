@@ -32,6 +32,9 @@ WINDOW = 20  # trailing steps for the rolling median / MAD and the loss flip rat
 # MAD of only 5 values gave a z > 6 "spike" in 10% of runs; 10 values on the log scale gave
 # 0.3-1.3% (simulation in docs/clinic.md). A score exists from step MIN_HISTORY + 1 on.
 MIN_HISTORY = 10
+# The first MIN_HISTORY steps are scored by their ratio to the median of the steps before
+# them (gradscope.analysis.warmup): two decades (Stable-SPAM: real spikes are 50-1000x).
+WARMUP_SPIKE_RATIO = 100.0
 MIN_STEPS = 2  # fewer recorded steps: spikes, dead / frozen layers and trends cannot be judged
 
 # --- stability: update / weight ratio |dW| / |W| -------------------------------------------

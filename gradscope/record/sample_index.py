@@ -1,6 +1,8 @@
 """SAMPLES.index and SAMPLES.loss: which dataset item each sample is, and its loss.
 
-Indices come from the DataLoader's sampler with no code change, for map-style datasets.
+Indices come from the DataLoader's sampler with no code change, for map-style datasets;
+for a ``Subset`` (``random_split``), nested or not, they are mapped through
+``Subset.indices`` to the index in the original dataset.
 Three methods of torch's private ``_BaseDataLoaderIter`` are wrapped while recording
 (nothing is stored on the user's loader or iterator): ``_next_index`` (the sampler's
 index list of the next batch to load, asked ahead of time by worker processes) appends
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.utils.data as torch_data
 from torch.utils.data import dataloader as torch_dataloader
 
 from gradscope.record.rows import MicroStats
@@ -112,8 +115,18 @@ class LoaderIndices:
         elif getattr(it, "_in_order", True) is False:
             self.fetched.append("DataLoader(in_order=False): batches may leave out of order")
         else:
+            index = base_indices(getattr(it, "_dataset", None), index) if index is not None else None
             self.fetched.append(index if index is not None else "the sampler's batch is not a list of ints")
         del self.fetched[2:]  # one or several is all a backward needs to know (bounded memory)
+
+
+def base_indices(dataset: Any, index: list[int]) -> list[int]:
+    """Positions in a ``torch.utils.data.Subset`` (``random_split``), nested or not, mapped
+    through ``Subset.indices`` to the index in the underlying dataset."""
+    while isinstance(dataset, torch_data.Subset):
+        index = [int(dataset.indices[i]) for i in index]
+        dataset = dataset.dataset
+    return index
 
 
 class SampleLabels:

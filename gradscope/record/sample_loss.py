@@ -9,7 +9,9 @@ class weights and ignore_index; ``MseLossBackward0``, ``SmoothL1LossBackward0``,
 target. Calling the same criterion with ``reduction="none"`` on the saved tensors gives,
 bit for bit, what the script's own ``reduction="none"`` call would give; each sample's
 loss is that value, averaged over the sample's non-batch elements (a sequence's tokens,
-a regression target's outputs). Anything else (an added term, a mask multiplied in,
+a regression target's outputs; for cross_entropy / nll_loss the mean over its targets
+that are not ``ignore_index``, and NaN for a sample whose targets are all ignored).
+Anything else (an added term, a mask multiplied in,
 label smoothing, a mean over some dimensions only) is not read: the column stays NaN
 unless the script declares its losses with ``gradscope.losses(per_sample)``.
 """
@@ -85,6 +87,22 @@ def graph_losses(root: torch.Tensor) -> torch.Tensor | None:
         return None
     with torch.no_grad():
         values = _recompute(node)
-    if values is None or values.dim() == 0:
+        if values is None or values.dim() == 0:
+            return None
+        counted = _nll_counted(node)
+    values = values.detach().double().reshape(values.shape[0], -1)
+    if counted is None:
+        return values.mean(dim=1)
+    count = counted.reshape(values.shape[0], -1).sum(dim=1)
+    return torch.where(count > 0, values.sum(dim=1) / count.clamp(min=1), torch.nan)
+
+
+def _nll_counted(node: Any) -> torch.Tensor | None:
+    """For an NLL node, 1 for each target that is not ``ignore_index``, else 0: a sample's
+    loss is the mean of its reduction="none" values over its counted targets, and NaN when
+    all its targets are ignored (not 0, which would read as learned)."""
+    if type(node).__name__ != "NllLossBackward0":
         return None
-    return values.detach().double().reshape(values.shape[0], -1).mean(dim=1)
+    ignore = int(node._saved_ignore_index)
+    ignore = ignore - (1 << 64) if ignore >= 1 << 63 else ignore
+    return (node._saved_target != ignore).double()

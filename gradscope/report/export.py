@@ -38,9 +38,20 @@ def select_family(metrics: pd.DataFrame, family: str | None) -> pd.DataFrame:
 
 
 def state_lines(analysis: Analysis, family: str | None = None) -> list[str]:
-    """One line per family (all, or ``family``) that has no data or whose analysis failed."""
-    return [f"{v.family}: {v.summary}" for v in analysis.verdicts
-            if not v.judged and family in (None, v.family)]
+    """One line per family (all, or ``family``) without a verdict: no data, too little data
+    for its rule, or an analysis that failed. A family whose metric rows were written but
+    whose verdict could not be judged (alignment's GWA rows with a single epoch) says so:
+    "no data" would contradict the rows in the output."""
+    counts = analysis.metrics["family"].value_counts() if len(analysis.metrics) else {}
+    lines = []
+    for v in analysis.verdicts:
+        if v.judged or family not in (None, v.family):
+            continue
+        rows = int(counts.get(v.family, 0))
+        why = v.summary.removeprefix("no data: ")
+        lines.append(f"{v.family}: {rows} metric rows written, no verdict: {why}" if rows
+                     else f"{v.family}: {v.summary}")
+    return lines
 
 
 def encode(metrics: pd.DataFrame, fmt: MetricsFormat) -> bytes:

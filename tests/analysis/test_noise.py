@@ -157,3 +157,30 @@ def test_gsnr_from_sketch_moments_streamed_in_batches_matches_gsnr() -> None:
     for (step, layer), block in samples.groupby(["step", "layer"]):
         expected = noise.gsnr(np.stack(block["sketch"].to_list()).astype(np.float64))
         assert result[(step, layer)] == pytest.approx(expected, rel=1e-9)
+
+
+def test_gsnr_se_matches_the_step_to_step_spread_on_a_one_output_layer(tmp_path):
+    """Linear(64, 1) on pure noise: its k x k Kronecker sketch has only k distinct
+    coordinates; the stated se once understated the observed spread ~3x."""
+    import torch
+    import torch.nn.functional as F
+
+    import gradscope
+    from gradscope.analysis.engine import analyze_tables
+    from gradscope.store.reader import open_run
+
+    torch.manual_seed(1)
+    model = torch.nn.Linear(64, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)  # the weights stay ~0: pure noise
+    with gradscope.Recorder(model, optimizer, run_dir=tmp_path / "run"):
+        for _ in range(60):
+            optimizer.zero_grad()
+            F.mse_loss(model(torch.randn(32, 64)), torch.randn(32, 1)).backward()
+            optimizer.step()
+    run = open_run(tmp_path / "run")
+    rows = analyze_tables({n: run.table(n) for n in ("steps", "layers", "samples")}, meta=run.meta).metrics
+    layer = rows[rows["scope"] == "layer"]
+    gsnr, se = layer[layer["name"] == "gsnr"]["value"], layer[layer["name"] == "gsnr_se"]["value"]
+    assert abs(gsnr.mean()) < 3 * gsnr.std() / np.sqrt(len(gsnr))  # pure noise: about 0
+    assert 1 / 1.5 < gsnr.std() / se.median() < 1.5

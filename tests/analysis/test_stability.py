@@ -137,3 +137,29 @@ def test_spike_scores_skip_the_steps_a_cadence_did_not_record():
     z_dense = stability.robust_z(dense, log=True)
     assert np.allclose(z_sparse.iloc[::5].to_numpy(), z_dense.to_numpy(), equal_nan=True)
     assert z_sparse.iloc[195] > 20 and z_sparse.iloc[1:5].isna().all()
+
+
+def _steps_frame(norms):
+    return pd.DataFrame({"step": range(len(norms)), "loss": [1.0] * len(norms),
+                         "grad_norm": [min(n, 1.0) for n in norms], "grad_norm_preclip": norms})
+
+
+def test_a_spike_in_the_warm_up_window_is_flagged_by_the_ratio_rule():
+    rng = np.random.default_rng(0)
+    norms = list(np.exp(rng.normal(0, 0.3, 40)))
+    norms[3] = 500.0  # before robust_z has MIN_HISTORY previous values: never z-scored
+    rows = stability.stability_metrics(_steps_frame(norms), None)
+    z = rows[(rows["name"] == "grad_norm_preclip_spike_z") & (rows["step"] == 3)]["value"]
+    assert z.isna().all()
+    verdict = stability.stability_verdict(rows)
+    assert verdict.level == "warn" and verdict.metric == "stability.grad_norm_warmup_ratio"
+    assert 3 in verdict.steps and "warm-up" in verdict.summary
+
+
+def test_an_ok_verdict_says_from_which_step_spikes_were_scored():
+    rng = np.random.default_rng(1)
+    rows = stability.stability_metrics(_steps_frame(list(np.exp(rng.normal(0, 0.3, 40)))), None)
+    verdict = stability.stability_verdict(rows)
+    assert verdict.level == "ok"
+    assert f"z-scored from step {stability.MIN_HISTORY} on" in verdict.summary
+    assert "warm-up rule" in verdict.summary

@@ -108,7 +108,7 @@ def reference_layer_stats(
     grads = dict(zip([id(p) for p in params], reference_per_sample_grads(per_sample_loss, params)))
     result = {}
     for layer, entries in layers.items():
-        flat = torch.cat([grads[id(p)].flatten(1) for _, p in entries], dim=1)
+        flat = torch.cat([grads[id(p)].reshape(grads[id(p)].shape[0], -1) for _, p in entries], dim=1)
         weights = torch.cat([p.detach().reshape(-1) for _, p in entries])
         stats = {"norm2": (flat * flat).sum(1), "weight_dot": flat @ weights, "gram": flat @ flat.t()}
         k = engine.config.sketch_dim

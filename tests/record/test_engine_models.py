@@ -67,3 +67,25 @@ def test_gpt_weight_dots_come_from_the_outputs():
         assert routes[f"{name}.weight"] == "output", (name, routes)
     assert isinstance(model.block.out, nn.Linear)
     assert_matches_reference(model, lambda: lm_loss(model, ids), EngineConfig(route="ghost"))
+
+
+class BareParameters(torch.nn.Module):
+    """Parameters on the root module itself: CLIP's 0-d logit_scale, ViT's pos_embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 4)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(3.0))
+        self.pos_embedding = torch.nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        return self.fc(x + self.pos_embedding) * self.logit_scale
+
+
+def test_bare_root_parameters_including_a_0d_one_are_covered_exactly():
+    torch.manual_seed(0)
+    model = BareParameters().double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    target = torch.randn(5, 4, dtype=torch.float64)
+    stats = assert_matches_reference(model, lambda: squared_error(model(x), target))
+    assert "" in stats  # the root's own parameters: a layer named ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset, random_split
 
 from gradscope.record.recorder import Recorder
 from gradscope.store.reader import open_run
@@ -76,3 +76,12 @@ def test_token_level_loss_is_not_a_per_sample_loss(tmp_path):
     assert run.table("samples")["loss"].isna().all()
     assert run.meta["sample_loss"] == {
         "unknown: not one value per sample of the backward (e.g. one per token)": len(seen)}
+
+
+def test_random_split_and_nested_subsets_give_the_original_dataset_index(tmp_path):
+    # the dataset's third tensor is its own index: what each batch yields is the truth
+    train, _ = random_split(_data(30), [20, 10], generator=torch.Generator().manual_seed(4))
+    nested = Subset(train, list(range(5, 20)))
+    loader = DataLoader(nested, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(5))
+    _, recorded, seen = _train(tmp_path, loader)
+    assert recorded == seen and seen[0] != sorted(seen[0])

@@ -22,11 +22,11 @@ GOAL = torch.randn(6, 3)
 @pytest.mark.parametrize(
     "make, expected",
     [
-        (lambda: F.cross_entropy(LOGITS, TARGET) / 4,
-         lambda: F.cross_entropy(LOGITS, TARGET, reduction="none")),
+        (lambda: F.cross_entropy(LOGITS, TARGET) / 4,  # the ignored sample: NaN, not 0 ("learned")
+         lambda: F.cross_entropy(LOGITS, TARGET, reduction="none").where(TARGET != -100, torch.nan)),
         (lambda: nn.CrossEntropyLoss(weight=torch.rand(4))(LOGITS, TARGET.clamp(min=0)), None),
         (lambda: F.cross_entropy(LOGITS, TARGET, reduction="none").sum(),
-         lambda: F.cross_entropy(LOGITS, TARGET, reduction="none")),
+         lambda: F.cross_entropy(LOGITS, TARGET, reduction="none").where(TARGET != -100, torch.nan)),
         (lambda: F.mse_loss(REAL, GOAL), lambda: F.mse_loss(REAL, GOAL, reduction="none").mean(1)),
         (lambda: 2 * F.smooth_l1_loss(REAL, GOAL, beta=0.5),
          lambda: F.smooth_l1_loss(REAL, GOAL, beta=0.5, reduction="none").mean(1)),
@@ -42,7 +42,8 @@ def test_losses_read_from_the_graph_equal_reduction_none(make, expected):
         expected = lambda: F.cross_entropy(LOGITS, TARGET.clamp(min=0), weight=node._saved_weight,  # noqa: E731
                                            reduction="none")
     # equal values; the mean over a sample's elements is taken in float64 here
-    torch.testing.assert_close(graph_losses(loss), expected().detach().double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(graph_losses(loss), expected().detach().double(), rtol=1e-6, atol=0,
+                               equal_nan=True)
 
 
 @pytest.mark.parametrize(

@@ -234,7 +234,7 @@ def _dense_stats(
     weight: Tensor, grad: Tensor, projection: tuple[Tensor, ...] | None, want_gram: bool
 ) -> ParamStats:
     """Statistics of a materialised per-sample gradient [B, *shape]."""
-    flat = grad.flatten(1)
+    flat = grad.reshape(grad.shape[0], -1)  # a 0-d parameter (CLIP logit_scale): [B] -> [B, 1]
     norm2 = (flat * flat).sum(1)
     weight_dot = flat @ weight.reshape(-1)
     gram = flat @ flat.t() if want_gram else None
@@ -286,9 +286,10 @@ def task_dots(
 def _dense_sum(contributions: list[Contribution], shape: torch.Size, dtype: torch.dtype) -> Tensor:
     """The per-sample gradient of one task as [B, numel] (factored uses materialised)."""
     parts = [
-        (c.grad if isinstance(c, Dense) else materialize(c, shape)).to(dtype).flatten(1)
+        (c.grad if isinstance(c, Dense) else materialize(c, shape)).to(dtype)
         for c in contributions
     ]
+    parts = [part.reshape(part.shape[0], -1) for part in parts]  # a 0-d parameter: [B] -> [B, 1]
     return torch.stack(parts).sum(0)
 
 

@@ -23,7 +23,10 @@ from torch import Tensor, nn
 from gradscope.record.probes import activations, attention, curvature, logits, replay
 from gradscope.record.probes.accumulate import HEAD, StepValues, rows_later
 
-LOSSES = ("cross_entropy", "mse_loss", "binary_cross_entropy_with_logits")
+LOSSES = ("cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits")
+UNMEASURED = ("no replayable loss on this step (curvature needs F.cross_entropy, F.nll_loss, F.mse_loss or "
+              "F.binary_cross_entropy_with_logits applied to a reshape of the outermost module call's "
+              "output, or returned by that call; docs/probes.md)")
 ATTENTION_HOW = {"max_logit": "max"}
 LOGITS_HOW = {"log_z_max": "max", "max_logit": "max", "gap_min": "min"}
 ACTIVATION_HOW = {"max_abs": "max", "alive": "any"}
@@ -46,12 +49,17 @@ class ProbeRecorder:
         self._start: tuple | None = None
         self._head: tuple[str, nn.Module] | None = None
         self._loss: replay.LossCall | None = None
+        self._in_forward: dict[int, Any] = {}  # id(grad_fn) -> grad_fn of losses computed inside a forward
+        self._losses = 0  # replayable losses seen on the step (micro-batches): curvature is of the last
+        self._due = False  # a forward ran on a step where curvature is due
+        self._unmeasured = False  # the one warning for a due step without a replayable loss was given
         self._restore: list[tuple[str, Any]] = []
         # one name per part: a cheap probe that raises stops the cheap probes, not curvature
         self.forward_pre = guard("probe hooks", self._forward_pre)
         self.forward = guard("probe hooks", self._forward)
         self.step_pre = guard("probe hooks", self._step_pre)
         self._on_loss = guard("probe hooks", self._loss_called)
+        self._on_loss_result = guard("curvature", self._loss_result)
         self.rows = guard("probe rows", self._rows)
         self._on_sdpa = guard("probes", self._sdpa)
         self._module_probes_of = guard("probes", self._module_probes)
@@ -90,12 +98,15 @@ class ProbeRecorder:
     def _wrapped(self, original: Callable[..., Any], callback: Callable[..., Any] | None) -> Any:
         @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not torch.compiler.is_compiling():
-                if callback is not None:
-                    callback(args, kwargs)
-                else:
-                    self._on_loss(original, args, kwargs)
-            return original(*args, **kwargs)
+            if torch.compiler.is_compiling():
+                return original(*args, **kwargs)
+            if callback is not None:
+                callback(args, kwargs)
+                return original(*args, **kwargs)
+            self._on_loss(original, args, kwargs)
+            result = original(*args, **kwargs)
+            self._on_loss_result(result)
+            return result
 
         return wrapper
 
@@ -105,7 +116,7 @@ class ProbeRecorder:
         if self.busy or self._quiet():
             return
         if not self._stack and self._curvature_now():
-            self._start = replay.start_state()
+            self._start, self._due = replay.start_state(), True
         self._stack.append(module)
 
     def _forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -123,12 +134,20 @@ class ProbeRecorder:
                 if tensor.grad_fn is not None and id(tensor.grad_fn) not in self._inner:
                     self._inner[id(tensor.grad_fn)] = (tensor.grad_fn, name, module)
         if curv and not self._stack and self._start is not None:
-            for path, tensor in replay.outputs(output):
-                if tensor.grad_fn is not None:
-                    call = replay.Call(module, args, kwargs, *self._start, path=path)
-                    self._outer[id(tensor.grad_fn)] = (tensor.grad_fn, call)
+            self._outermost(module, args, kwargs, output, self._start)
         if cheap and name is not None:
             self._module_probes_of(module, name, args, kwargs)
+
+    def _outermost(self, module: nn.Module, args: tuple, kwargs: dict, output: Any, start: tuple) -> None:
+        """Remember the outermost call for a replay; a loss it returned is the step's loss."""
+        for path, tensor in replay.outputs(output):
+            if tensor.grad_fn is not None:
+                call = replay.Call(module, args, kwargs, *start, path=path)
+                self._outer[id(tensor.grad_fn)] = (tensor.grad_fn, call)
+                if id(tensor.grad_fn) in self._in_forward:  # nanoGPT / HF: logits, loss = model(x, y)
+                    self._loss = replay.LossCall(replay.itself, call, tensor.shape, (), {})
+                    self._losses += 1
+        self._in_forward = {}
 
     def _module_probes(self, module: nn.Module, name: str, args: tuple, kwargs: dict) -> None:
         if isinstance(module, nn.MultiheadAttention):
@@ -182,7 +201,14 @@ class ProbeRecorder:
                 rest = args[1:]
                 extra = {k: v for k, v in kwargs.items() if k != "input"}
                 self._loss = replay.LossCall(function, entry[1], z.shape, rest, extra)
+                self._losses += 1
                 return
+
+    def _loss_result(self, result: Any) -> None:
+        """Remember a loss computed inside a module call: the outermost call's output may hold it."""
+        inside = self._stack and isinstance(result, Tensor) and result.grad_fn is not None
+        if inside and self._curvature_now():
+            self._in_forward[id(result.grad_fn)] = result.grad_fn
 
     # optimizer step -----------------------------------------------------------------------
 
@@ -191,6 +217,9 @@ class ProbeRecorder:
             self._nlm_of(*self._head)
         if self._curvature and step % self._curvature == 0 and self._loss is not None:
             self._curvature_step(optimizer, step)
+        elif self._curvature and step % self._curvature == 0 and self._due and not self._unmeasured:
+            self._unmeasured = True
+            self._warn("curvature", f"step {step}: curvature not measured: {UNMEASURED}")
 
     def _nlm(self, name: str, head: nn.Module) -> None:
         weight = head._parameters.get("weight")
@@ -211,6 +240,7 @@ class ProbeRecorder:
             self.busy = False
         if found is None:
             return
+        found["micro_batches"] = float(self._losses)
         self._values.add("", "curvature", {k: torch.tensor(v) for k, v in found.items()}, {})
         if math.isnan(found["edge"]):
             self._warn("curvature", f"step {step}: {rule}: sharpness recorded without an edge")
@@ -240,6 +270,7 @@ class ProbeRecorder:
         """The step's rows (a writer batch), or None; the step's state is cleared."""
         values = self._values.take()
         self._stack, self._inner, self._outer, self._start, self._loss = [], {}, {}, None, None
+        self._in_forward, self._losses, self._due = {}, 0, False
         if not values or not recorded:
             return None
         return rows_later(step, rank, derived(values))
