@@ -30,7 +30,8 @@ METRICS: dict[str, frozenset[str]] = {
     }),
     "stability": frozenset({
         "dead", "frozen", "grad_norm", "grad_norm_max_ratio", "grad_norm_rel", "grad_norm_spike_z",
-        "grad_norm_warmup_ratio", "init_distance", "init_distance_log_slope", "loss", "loss_flip_rate", "loss_spike_z", "lr",
+        "grad_norm_warmup_ratio", "init_distance", "init_distance_log_slope", "loss", "loss_flip_rate",
+        "loss_spike_z", "lr",
         "nonfinite", "nonfinite_samples", "update_norm", "update_ratio", "weight_norm", "update_cos",
         # clipping (gradscope/analysis/clipping.py)
         "clip_fraction", "clip_ratio", "clipped", "grad_norm_preclip", "grad_norm_preclip_spike_z",
