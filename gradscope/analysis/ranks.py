@@ -182,6 +182,24 @@ def combine_layers(layers: pd.DataFrame, world: int, unknown: set[int], all_unkn
     return out
 
 
+# PROBES keys that are maxima over a rank's batch: their maximum over ranks is the global batch's
+MAX_PROBE_KEYS = r"^(max_logit|max_abs|weight_bound)(\.h\d+)?$"
+
+
+def combine_probes(probes: pd.DataFrame) -> pd.DataFrame:
+    """PROBES of the global batch where that is exact: maxima (attention and output logits,
+    |activation|) are the maximum over ranks; every other probe (means, fractions, curvature)
+    is the lowest rank's own batch (docs/distributed.md)."""
+    lowest = lowest_rank(probes)
+    maxima = probes[probes["key"].astype(str).str.match(MAX_PROBE_KEYS)]
+    if maxima.empty:
+        return lowest
+    keys = ["step", "layer", "probe", "key"]
+    global_max = maxima.groupby(keys, as_index=False)["value"].max()
+    rest = lowest[~lowest["key"].astype(str).str.match(MAX_PROBE_KEYS)]
+    return pd.concat([rest, global_max.assign(rank=lowest["rank"].min())], ignore_index=True)
+
+
 def combine(tables: Mapping[str, pd.DataFrame | None], meta: Mapping[str, Any]) -> dict[str, Any]:
     """The engine's tables over the global batch (see the module docstring); a run with one
     rank comes back as it is."""
@@ -200,6 +218,8 @@ def combine(tables: Mapping[str, pd.DataFrame | None], meta: Mapping[str, Any]) 
             out[name] = combine_steps(frame)
         elif name == "layers":
             out[name] = combine_layers(frame, world, uneven_steps(steps), comm_hook(meta))
+        elif name == "probes":
+            out[name] = combine_probes(frame)
         else:
             out[name] = lowest_rank(frame)
     return out
