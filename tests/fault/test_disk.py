@@ -146,5 +146,8 @@ def test_signal_during_the_exit_flush_keeps_the_bound_and_the_count(tmp_path, si
     assert meta["status"] == "interrupted" and meta["signal"] == signal.Signals(signum).name
     assert "Traceback" not in err, err
     lost = meta["unwritten"]
-    assert lost["steps"]["rows"] + lost.get("unconverted", {}).get("batches", 0) == 12, lost
+    # every step is accounted for: a steps row converted but not written, or inside one of the
+    # unconverted batches (those count batches of every table: steps, layers, probes...)
+    unconverted = lost.get("unconverted", {}).get("batches", 0)
+    assert lost["steps"]["rows"] <= 12 <= lost["steps"]["rows"] + unconverted, lost
     assert "not written" in err
