@@ -45,7 +45,7 @@ background:var(--ok);margin:6px 0}
 .badge.warn{background:var(--warn)}.badge.alert,.badge.failed{background:var(--alert)}
 .badge.nodata{background:var(--nodata)}
 .card p{margin:2px 0;font-size:13px}.card .num{font-family:ui-monospace,Menlo,monospace;color:var(--mute);
-font-size:12px}
+font-size:12px;overflow-wrap:anywhere}
 main{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:18px;padding:22px 32px 40px}
 section{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 2px rgba(15,23,42,.08);
 border-left:4px solid transparent}
